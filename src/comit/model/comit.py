@@ -1,0 +1,356 @@
+"""COMiT: tokenize an image crop by crop into a message; detokenize it back by flow matching.
+
+Tokenize: start from the empty message m0; for each crop c_k, encode it, run the transformer on
+(latent(c_k), t = 1, message m_{k-1}, offset a_k) and quantise the queries' output to m_k. The
+adaptive order picks each next crop where a one-step reconstruction from the current message is
+worst. Detokenize: integrate the transformer's velocity from noise at t = 0 to a latent at
+t = 1, reading the message with the decoding offset -loc(c_K), with APG guidance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
+from .config import AutoencoderConfig, ModelConfig
+from .crops import CropGrid, step_offsets
+from .fsq import FSQ
+from .guidance import guided_velocity
+from .solvers import integrate
+from .transformer import Transformer
+
+
+@dataclass
+class Tokens:
+    """The result of :meth:`COMiT.tokenize`.
+
+    messages: [B, M, D] FSQ codes in [-1, 1].
+    offsets: [B, 2] decoding offsets (-location of each image's last crop).
+    ids: [B, M] int64 token ids.
+    crop_order: [K, B] int64 crop indices used, in order (index 0 is the global crop when
+        ``global_crop``); -1 where an image stopped early under an error budget.
+    num_crops: [B] int64 crops each image actually used.
+    global_crop: whether the index space includes the global crop.
+    """
+
+    messages: torch.Tensor
+    offsets: torch.Tensor
+    ids: torch.Tensor
+    crop_order: torch.Tensor
+    num_crops: torch.Tensor
+    global_crop: bool = False
+
+    def to(self, device) -> "Tokens":
+        return replace(self, **{f.name: getattr(self, f.name).to(device)
+                                for f in fields(self) if torch.is_tensor(getattr(self, f.name))})
+
+    def __len__(self) -> int:
+        return self.messages.shape[0]
+
+
+@dataclass
+class ReconstructionError:
+    """windows: [B, g²] mean squared error (summed over RGB) inside each local crop's window;
+    mse: [B] mean squared error per pixel and channel."""
+
+    windows: torch.Tensor
+    mse: torch.Tensor
+
+
+class COMiT(nn.Module):
+    """The tokenizer: a shared transformer, an FSQ quantiser, an autoencoder and the crop grid.
+
+    ``predictor`` and ``vae`` are named as in the released checkpoints, so ``state_dict()`` has
+    the released layout (``predictor.*``, ``vae.vae.*`` for the SD-VAE).
+    """
+
+    def __init__(self, config: ModelConfig, autoencoder: Autoencoder | None = None):
+        super().__init__()
+        self.config = config
+        self.predictor = Transformer(**config.predictor_kwargs())
+        self.quantizer = FSQ(config.fsq_levels)
+        self.crops = CropGrid(config.image_size, config.crop_size, config.grid_size)
+        autoencoder = autoencoder if autoencoder is not None else build_autoencoder(config.autoencoder)
+        check_autoencoder(autoencoder)
+        if autoencoder.latent_channels != config.in_channels or autoencoder.downsample != config.autoencoder.factor:
+            raise ValueError(f"the autoencoder gives {autoencoder.latent_channels} channels at factor "
+                             f"{autoencoder.downsample}, but the model expects {config.in_channels} at factor "
+                             f"{config.autoencoder.factor}")
+        if isinstance(autoencoder, nn.Module):
+            self.vae = autoencoder
+        else:  # a plain object following the protocol: keep it out of the module tree
+            object.__setattr__(self, "vae", autoencoder)
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, autoencoder: Autoencoder | None = None,
+                        attention: str | None = None, device: str | torch.device | None = None,
+                        revision: str | None = None) -> "COMiT":
+        """Load a checkpoint directory or hub id, in this project's format or the released one.
+
+        Released checkpoints get ``attention="released"`` unless told otherwise. ``autoencoder``
+        replaces the stored VAE (its weights are then ignored).
+        """
+        from .checkpoints import load_model
+
+        return load_model(cls, name_or_path, autoencoder=autoencoder, attention=attention, device=device,
+                          revision=revision)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``."""
+        from .checkpoints import save_model
+
+        return save_model(self, directory)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.pos_embed.device
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def empty_message(self, batch_size: int) -> torch.Tensor:
+        """m0: the message before any crop, also the unconditional input for guidance."""
+        return self.quantizer.empty_message(batch_size, self.config.num_msg_tokens, device=self.device)
+
+    def latent_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        size = self.config.latent_size
+        return (batch_size, self.config.in_channels, size, size)
+
+    # ------------------------------------------------------------------ tokenize
+    @torch.inference_mode()
+    def tokenize(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence = "adaptive",
+                 num_crops: int | None = 3, noise: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, resume: Tokens | None = None,
+                 error_budget: float | None = None) -> Tokens:
+        """Write a message for each image by observing ``num_crops`` crops in ``order``.
+
+        Args:
+            images: [B, 3, S, S] in [-1, 1], S = ``config.image_size``.
+            global_crop: include the whole image as crop index 0 (visited first by named orders).
+            order: "raster_scan", "random", "adaptive", a list of crop indices, or one list per image.
+            num_crops: crops to observe (None: all of the order). With ``resume``: crops to ADD.
+            noise: [B, C, h, w] starting noise of the adaptive policy's one-step reconstructions
+                (the same tensor at every step); drawn from ``generator`` when None.
+            generator: randomness for noise, random orders and VAE posterior samples.
+            resume: continue these tokens with more crops (same images, same ``global_crop``);
+                crops already seen are never revisited and the prefix is never re-encoded.
+            error_budget: stop adding crops to an image once the mean squared error (per pixel, in
+                [-1, 1] units) of its one-step reconstruction is at most this value; images then
+                use different numbers of crops (``Tokens.num_crops``).
+        """
+        images = self._check_images(images)
+        batch = images.shape[0]
+        if resume is not None:
+            global_crop = self._check_resume(resume, batch)
+        adaptive = isinstance(order, str) and order == "adaptive"
+        seen = self._seen_mask(resume, batch, global_crop)
+        available = int((~seen).sum(1).min()) if resume is not None else None
+        if adaptive:
+            steps = self.crops.check_num_crops(num_crops, global_crop, available=available)
+            plan = None
+        else:
+            plan = self.crops.order(order, batch, num_crops, global_crop, generator).to(self.device)
+            steps = plan.shape[0]
+            if resume is not None:
+                self._check_plan_unseen(plan, seen)
+        if (adaptive or error_budget is not None) and noise is None:
+            noise = torch.randn(self.latent_shape(batch), generator=generator).to(self.device)
+        if noise is not None:
+            noise = self._check_noise(noise, batch)
+
+        if resume is None:
+            messages, previous = self.empty_message(batch), None
+            history, used = [], torch.zeros(batch, dtype=torch.long, device=self.device)
+        else:
+            resume = resume.to(self.device)
+            messages, previous = resume.messages.clone(), -resume.offsets
+            history, used = list(resume.crop_order), resume.num_crops.clone()
+        active = torch.ones(batch, dtype=torch.bool, device=self.device)
+
+        track_errors = adaptive or error_budget is not None
+        errors = self._one_step_errors(images, messages, -previous, noise) if track_errors and resume else None
+        for step in range(steps):
+            if error_budget is not None and errors is not None:
+                active &= errors.mse > error_budget
+                if not bool(active.any()):
+                    break
+            if adaptive:
+                indices = self._adaptive_start(batch, global_crop) if errors is None else \
+                    self._adaptive_choice(errors.windows, seen, global_crop)
+            else:
+                indices = plan[step]
+            location = self.crops.locations(indices, global_crop)
+            offset = step_offsets(location, previous)
+            messages = self._observe(images, indices, messages, offset, global_crop, generator, active)
+            previous = location if previous is None else torch.where(active[:, None], location, previous)
+            seen[torch.arange(batch, device=self.device)[active], indices[active]] = True
+            history.append(torch.where(active, indices, torch.full_like(indices, -1)))
+            used += active.long()
+            last = step + 1 == steps
+            errors = self._one_step_errors(images, messages, -previous, noise) if track_errors and not last else None
+
+        crop_order = torch.stack(history) if history else torch.empty(0, batch, dtype=torch.long)
+        return Tokens(messages=messages, offsets=-previous, ids=self.quantizer.codes_to_indices(messages),
+                      crop_order=crop_order, num_crops=used, global_crop=global_crop)
+
+    def _observe(self, images: torch.Tensor, indices: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
+                 global_crop: bool, generator: torch.Generator | None, active: torch.Tensor) -> torch.Tensor:
+        """One message update per active image; global and local crops run as separate batches
+        (their latents differ in size)."""
+        updated = messages.clone()
+        is_global = self.crops.is_global(indices, global_crop)
+        for group in (is_global & active, ~is_global & active):
+            if not bool(group.any()):
+                continue
+            pixels = images[group] if bool(is_global[group].all()) else \
+                self.crops.cut(images[group], indices[group], global_crop)
+            latents = encode(self.vae, pixels, generator)
+            updated[group] = self.write_message(latents, messages[group], offset[group])
+        return updated
+
+    def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message)."""
+        t = torch.ones(latents.shape[0], device=latents.device)
+        raw = self.predictor(latents, t, messages, offset).message
+        return self.quantizer(raw)
+
+    def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
+                         noise: torch.Tensor) -> "ReconstructionError":
+        """Error of a one-step reconstruction (guidance 1) from the current messages."""
+        t = torch.zeros(noise.shape[0], device=noise.device)
+        recon = self.vae.decode(noise + self.velocity(noise, t, messages, offsets))
+        error_map = (recon.float() - images).pow(2).sum(dim=1, keepdim=True)
+        return ReconstructionError(windows=self.crops.window_errors(error_map),
+                                   mse=error_map.mean(dim=(1, 2, 3)) / images.shape[1])
+
+    def _adaptive_start(self, batch: int, global_crop: bool) -> torch.Tensor:
+        first = 0 if global_crop else self.crops.centre_index()
+        return torch.full((batch,), first, dtype=torch.long, device=self.device)
+
+    def _adaptive_choice(self, errors: torch.Tensor, seen: torch.Tensor, global_crop: bool) -> torch.Tensor:
+        """The unvisited local crop with the largest error (ties: the lower index); one visited
+        mask per image."""
+        local_seen = seen[:, int(global_crop):]
+        return errors.masked_fill(local_seen, float("-inf")).argmax(dim=1) + int(global_crop)
+
+    def _seen_mask(self, resume: Tokens | None, batch: int, global_crop: bool) -> torch.Tensor:
+        seen = torch.zeros(batch, self.crops.num_indices(global_crop), dtype=torch.bool, device=self.device)
+        if resume is not None:
+            for column in resume.crop_order.to(self.device):
+                valid = column >= 0
+                seen[torch.arange(batch, device=self.device)[valid], column[valid]] = True
+        return seen
+
+    # ------------------------------------------------------------------ detokenize
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """One conditional velocity evaluation; queries are dropped where that is exact."""
+        return self.predictor(x, t, messages, offsets, with_queries=False).velocity
+
+    @torch.inference_mode()
+    def detokenize(self, messages: torch.Tensor, offsets: torch.Tensor, num_steps: int = 10, solver: str = "euler",
+                   cfg_weight: float = 7.5, apg_momentum: float = -0.5, noise: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None, decode: bool = True,
+                   progress: bool = False) -> torch.Tensor:
+        """Paint images back from messages.
+
+        Args:
+            messages: [B, M, D] FSQ codes, or [B, M] int64 token ids.
+            offsets: [B, 2] decoding offsets (``Tokens.offsets``).
+            num_steps, solver: the ODE grid and solver ("euler", "heun", "midpoint").
+            cfg_weight, apg_momentum: guidance weight w and APG momentum (w = 0 or 1: no guidance pass).
+            noise: [B, C, h, w] starting noise at t = 0; drawn from ``generator`` when None.
+            decode: return images in [-1, 1]; False returns latents.
+        """
+        messages = self._check_messages(messages)
+        batch = messages.shape[0]
+        offsets = self._check_offsets(offsets, batch)
+        noise = self._check_noise(noise, batch) if noise is not None else \
+            torch.randn(self.latent_shape(batch), generator=generator).to(self.device)
+        velocity = guided_velocity(self.velocity, messages, self.empty_message(batch), offsets,
+                                   cfg_weight, apg_momentum)
+        bar = _progress_bar(num_steps, "detokenize") if progress else None
+        latents = integrate(velocity, noise, num_steps, solver, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+        return self.vae.decode(latents).float() if decode else latents
+
+    def reconstruct(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence = "adaptive",
+                    num_crops: int | None = 3, num_steps: int = 10, solver: str = "euler", cfg_weight: float = 7.5,
+                    apg_momentum: float = -0.5, noise: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, decode: bool = True,
+                    tokenize_noise: torch.Tensor | None = None, error_budget: float | None = None) -> torch.Tensor:
+        """tokenize then detokenize; ``noise`` starts the decoding, ``tokenize_noise`` the adaptive policy."""
+        tokens = self.tokenize(images, global_crop=global_crop, order=order, num_crops=num_crops,
+                               noise=tokenize_noise, generator=generator, error_budget=error_budget)
+        return self.detokenize(tokens.messages, tokens.offsets, num_steps=num_steps, solver=solver,
+                               cfg_weight=cfg_weight, apg_momentum=apg_momentum, noise=noise,
+                               generator=generator, decode=decode)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.config.image_size
+        if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3 or \
+                images.shape[2:] != (size, size):
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f"images must be a tensor [B, 3, {size}, {size}] in [-1, 1], got {shape}; "
+                             "resize first (comit.data.load_image converts files)")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point in [-1, 1], got {images.dtype}")
+        return images.to(self.device, torch.float32)
+
+    def _check_noise(self, noise: torch.Tensor, batch: int) -> torch.Tensor:
+        expected = self.latent_shape(batch)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"noise must have shape {list(expected)}, got {list(noise.shape)}")
+        return noise.to(self.device, torch.float32)
+
+    def _check_messages(self, messages: torch.Tensor) -> torch.Tensor:
+        m, d = self.config.num_msg_tokens, self.config.msg_tokens_dim
+        if messages.dim() == 2 and not messages.is_floating_point():
+            if messages.shape[1] != m:
+                raise ValueError(f"token ids must be [B, {m}], got {list(messages.shape)}")
+            return self.quantizer.indices_to_codes(messages.to(self.device))
+        if messages.dim() != 3 or messages.shape[1:] != (m, d):
+            raise ValueError(f"messages must be FSQ codes [B, {m}, {d}] or token ids [B, {m}], "
+                             f"got {list(messages.shape)}")
+        return messages.to(self.device, torch.float32)
+
+    def _check_offsets(self, offsets: torch.Tensor, batch: int) -> torch.Tensor:
+        if tuple(offsets.shape) != (batch, 2):
+            raise ValueError(f"offsets must be [{batch}, 2] (Tokens.offsets), got {list(offsets.shape)}")
+        return offsets.to(self.device, torch.float32)
+
+    def _check_resume(self, resume: Tokens, batch: int) -> bool:
+        if len(resume) != batch:
+            raise ValueError(f"resume tokens hold {len(resume)} images but {batch} images were given")
+        return resume.global_crop
+
+    def _check_plan_unseen(self, plan: torch.Tensor, seen: torch.Tensor) -> None:
+        revisited = seen.gather(1, plan.T)
+        if bool(revisited.any()):
+            raise ValueError("the crop order revisits crops the resumed tokens have already seen; "
+                             "give only new crop indices")
+
+
+def build_autoencoder(config: AutoencoderConfig) -> Autoencoder:
+    """The autoencoder a config names, without weights for the SD-VAE (they come with the checkpoint)."""
+    if config.kind == "pixel":
+        return PixelAutoencoder(config.channels)
+    if config.kind == "sd-vae":
+        return SDVAE(config.model_type, sample_posterior=config.sample_posterior,
+                     scaling_factor=config.scaling_factor)
+    raise ValueError("this model was saved with a custom autoencoder: pass autoencoder=... to from_pretrained")
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)

@@ -282,6 +282,46 @@ class COMiT(nn.Module):
             bar.close()
         return self.vae.decode(latents).float() if decode else latents
 
+    @torch.inference_mode()
+    def attention_maps(self, images: torch.Tensor, tokens: Tokens, layer: int = -1,
+                       times: Sequence[float] = (0.25, 0.5, 0.75), heads: str | int = "mean",
+                       direction: str = "token_to_patch", noise: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Where each message token looks in the image: [B, M, h, w] maps over the patch grid.
+
+        The decoder reads the message while denoising ``x_t = t x_1 + (1 - t) noise`` (x_1 the
+        image's latent). At block ``layer`` (negative counts from the end) this takes the softmax
+        attention between message tokens and image patches — ``token_to_patch``: each token's
+        attention over the patches; ``patch_to_token``: how much each patch attends to the token —
+        aggregates heads (``"mean"``, ``"max"`` or one head index), renormalises each map to sum
+        to 1 and averages over ``times``.
+        """
+        if direction not in ("token_to_patch", "patch_to_token"):
+            raise ValueError(f"direction must be 'token_to_patch' or 'patch_to_token', got {direction!r}")
+        images = self._check_images(images)
+        batch = images.shape[0]
+        depth = self.config.depth
+        if not -depth <= layer < depth:
+            raise ValueError(f"layer must lie in [{-depth}, {depth}), got {layer}")
+        layer = layer % depth
+        x1 = encode(self.vae, images, generator)
+        noise = self._check_noise(noise, batch) if noise is not None else \
+            torch.randn(x1.shape, generator=generator).to(self.device)
+        grid = self.config.latent_size // self.config.patch_size
+        patches = slice(1, 1 + grid * grid)
+        message = slice(1 + grid * grid, 1 + grid * grid + self.config.num_msg_tokens)
+        total = torch.zeros(batch, self.config.num_msg_tokens, grid * grid, device=self.device)
+        for t in times:
+            xt = t * x1 + (1 - t) * noise
+            out = self.predictor(xt, torch.full((batch,), float(t), device=self.device), tokens.messages.to(self.device),
+                                 tokens.offsets.to(self.device), with_queries=False, attention_layers=(layer,))
+            weights = out.attentions[layer]
+            weights = weights[:, :, message, patches] if direction == "token_to_patch" else \
+                weights[:, :, patches, message].transpose(-1, -2)
+            weights = _aggregate_heads(weights, heads)
+            total += weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return (total / len(times)).view(batch, -1, grid, grid)
+
     def reconstruct(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence = "adaptive",
                     num_crops: int | None = 3, num_steps: int = 10, solver: str = "euler", cfg_weight: float = 7.5,
                     apg_momentum: float = -0.5, noise: torch.Tensor | None = None,
@@ -354,3 +394,13 @@ def _progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False)
+
+
+def _aggregate_heads(weights: torch.Tensor, heads: str | int) -> torch.Tensor:
+    if heads == "mean":
+        return weights.mean(dim=1)
+    if heads == "max":
+        return weights.amax(dim=1)
+    if isinstance(heads, int) and 0 <= heads < weights.shape[1]:
+        return weights[:, heads]
+    raise ValueError(f"heads must be 'mean', 'max' or a head index in [0, {weights.shape[1]}), got {heads!r}")

@@ -25,7 +25,8 @@ def project_orthogonal(direction: torch.Tensor, reference: torch.Tensor) -> torc
     """Remove from ``direction`` its component along ``reference`` (per sample, float64)."""
     d, v = direction.double(), reference.double()
     dims = tuple(range(1, d.dim()))
-    v_hat = v / torch.linalg.vector_norm(v, dim=dims, keepdim=True)
+    # clamp: a zero velocity (e.g. a freshly initialised model) has no direction to remove
+    v_hat = v / torch.linalg.vector_norm(v, dim=dims, keepdim=True).clamp_min(1e-30)
     parallel = (d * v_hat).sum(dim=dims, keepdim=True) * v_hat
     return (d - parallel).to(direction.dtype)
 

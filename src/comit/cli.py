@@ -1,0 +1,244 @@
+"""The ``comit`` command: a thin layer over the library. Each command parses options, calls the
+modules that do the work, and turns expected failures into one-line errors (exit code 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="COMiT: tokenize images crop by crop into discrete messages, and paint them back.")
+
+DEFAULT_MODEL = "bundled"
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
+OrderOption = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
+NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default: 3; all for a list).")]
+GlobalCropOption = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
+StepsOption = Annotated[int, typer.Option("--steps", help="Decoding steps.")]
+CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance weight (0 or 1: no guidance pass).")]
+SolverOption = Annotated[str, typer.Option("--solver", help="euler | heun | midpoint.")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
+BatchOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeError, KeyError)
+
+
+def friendly_errors(command: Callable) -> Callable:
+    """Expected failures print one line and exit 1, never a traceback (COMIT_DEBUG=1 shows it)."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except EXPECTED_ERRORS as error:
+            if os.environ.get("COMIT_DEBUG"):
+                raise
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------- shared helpers
+def pick_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def load_model(name: str, device: str = "cpu"):
+    import torch
+
+    from .model.comit import COMiT
+
+    torch.set_flush_denormal(True)
+    return COMiT.from_pretrained(name, device=pick_device(device))
+
+
+def parse_order(order: str):
+    """'adaptive' stays a name; '4,1,7' becomes a list of crop indices."""
+    order = order.strip()
+    if "," in order or order.isdigit():
+        try:
+            return [int(part) for part in order.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"--order {order!r}: a list must be comma-separated integers, e.g. 4,1,7") from None
+    return order
+
+
+def batches(items: list, size: int):
+    if size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Unique PNG names from the input stems (a clash gets its index appended)."""
+    names, seen = [], set()
+    for index, path in enumerate(paths):
+        name = f"{path.stem}.png"
+        if name in seen:
+            name = f"{path.stem}-{index}.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def progress(iterable, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=None)
+
+
+def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
+    return {"order": order, "num_crops": num_crops, "global_crop": global_crop, "seed": seed}
+
+
+# ---------------------------------------------------------------------- commands
+@app.command()
+@friendly_errors
+def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files.")],
+             output: Annotated[Path, typer.Option("--output", "-o", help="Tokens file (.safetensors).")],
+             model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
+             global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "cpu",
+             batch_size: BatchOption = 8):
+    """Turn images into token messages, saved to one safetensors file."""
+    from .tokens_file import save_tokens
+
+    net = load_model(model, device)
+    order_value = parse_order(order)
+    tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
+    settings = tokenize_settings(order_value, num_crops, global_crop, seed)
+    save_tokens(output, tokens, model=model, fsq_levels=net.config.fsq_levels, settings=settings, sources=[str(p) for p in images])
+    typer.echo(f"wrote {len(images)} messages of {net.config.num_msg_tokens} tokens to {output}")
+
+
+@app.command()
+@friendly_errors
+def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file written by `comit tokenize`.")],
+               output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
+               model: Annotated[Optional[str], typer.Option("--model", "-m", help="Default: the model named in the file.")] = None,
+               steps: StepsOption = 10, cfg: CfgOption = 7.5, solver: SolverOption = "euler",
+               seed: SeedOption = 0, device: DeviceOption = "cpu", batch_size: BatchOption = 8):
+    """Paint images back from a tokens file."""
+    from .tokens_file import load_tokens
+
+    loaded = load_tokens(tokens_file)
+    net = load_model(model or loaded.model, device)
+    loaded.check_compatible(net)
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    names = output_names([Path(s) for s in loaded.sources])
+    pictures = []
+    indices = list(range(len(loaded.tokens)))
+    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="detokenize"):
+        pictures.extend(net.detokenize(loaded.tokens.messages[chunk], loaded.tokens.offsets[chunk], num_steps=steps,
+                                       solver=solver, cfg_weight=cfg, generator=generator).cpu())
+    write_images(output, names, pictures)
+    typer.echo(f"wrote {len(pictures)} images to {output}")
+
+
+@app.command()
+@friendly_errors
+def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files.")],
+                output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
+                model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
+                global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5,
+                solver: SolverOption = "euler", seed: SeedOption = 0, device: DeviceOption = "cpu",
+                batch_size: BatchOption = 8):
+    """Tokenize then detokenize images (what the message keeps of each)."""
+    import torch
+
+    net = load_model(model, device)
+    order_value = parse_order(order)
+    tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    pictures = []
+    indices = list(range(len(tokens)))
+    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="detokenize"):
+        pictures.extend(net.detokenize(tokens.messages[chunk], tokens.offsets[chunk], num_steps=steps,
+                                       solver=solver, cfg_weight=cfg, generator=generator).cpu())
+    write_images(output, output_names(images), pictures)
+    typer.echo(f"wrote {len(pictures)} reconstructions to {output}")
+
+
+@app.command()
+@friendly_errors
+def info(model: ModelOption = DEFAULT_MODEL):
+    """Print a model's configuration and size."""
+    from .model.transformer import count_parameters
+
+    net = load_model(model)
+    summary = {"model": model, "parameters": count_parameters(net.predictor), "codebook_size": net.codebook_size,
+               **net.config.model_dump()}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, seed: int, batch_size: int):
+    """Load every image first (so a bad file fails before any work), then tokenize in batches."""
+    import torch
+
+    from .data.images import load_images
+    from .model.comit import Tokens
+
+    if num_crops is None and isinstance(order, str):
+        num_crops = 3
+    pixels = load_images(paths, net.config.image_size)
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    indices = list(range(len(paths)))
+    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="tokenize"):
+        parts.append(net.tokenize(pixels[chunk], global_crop=global_crop, order=order, num_crops=num_crops,
+                                  generator=generator).to("cpu"))
+    return Tokens(messages=torch.cat([p.messages for p in parts]), offsets=torch.cat([p.offsets for p in parts]),
+                  ids=torch.cat([p.ids for p in parts]), crop_order=torch.cat([p.crop_order for p in parts], dim=1),
+                  num_crops=torch.cat([p.num_crops for p in parts]), global_crop=global_crop)
+
+
+def write_images(folder: Path, names: list[str], pictures) -> None:
+    """Write all PNGs into a fresh temporary folder, then move them in: no half-written output."""
+    import shutil
+    import tempfile
+
+    from .data.images import save_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".comit-", dir=folder))
+    try:
+        for name, picture in zip(names, pictures):
+            save_image(picture, staging / name)
+        for name in names:
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- more commands
+# Commands of other parts of the library register themselves here (each module keeps its own
+# options and work; this file only wires them in).
+
+
+def main() -> None:  # the console script
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,6 +31,9 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "comit"
 FORMAT_VERSION = 1
+# `from_pretrained("bundled")`: the small model trained on the built-in data, shipped in the package.
+BUNDLED_NAME = "bundled"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "comit-shapes"
 # The released crops: 96-px crops on a 3x3 grid of a 256-px image (not in the released config).
 RELEASED_GEOMETRY = dict(crop_size=96, grid_size=3)
 
@@ -41,8 +44,12 @@ class CheckpointError(ValueError):
 
 # ---------------------------------------------------------------------- locating
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """A local directory as is; anything else is taken as a hub id and fetched (or read from
+    """'bundled' is the model shipped in the package; a local directory is taken as is; anything else is taken as a hub id and fetched (or read from
     the local cache when ``HF_HUB_OFFLINE=1``)."""
+    if str(name_or_path) == BUNDLED_NAME:
+        if not (BUNDLED_DIR / CONFIG_NAME).is_file():
+            raise CheckpointError(f"the bundled model is missing from {BUNDLED_DIR}; reinstall comit or pass --model")
+        return BUNDLED_DIR
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path

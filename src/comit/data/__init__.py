@@ -81,7 +81,7 @@ def parse_shapes_spec(spec: str) -> dict[str, int | float | str]:
         try:
             overrides[key] = types[key](value)
         except ValueError:
-            raise ValueError(f"shapes option {key} needs a {types[key].__name__}, "
+            raise ValueError(f"shapes option {key} must be of type {types[key].__name__}, "
                              f"got {value!r} in {spec!r}") from None
     return overrides
 

@@ -1,0 +1,222 @@
+"""Image files in and out: every image the project reads goes through :func:`load_image`.
+
+Pixels travel as float32 tensors ``[3, H, W]`` in ``[-1, 1]`` (the model's range). Loading turns any
+PIL mode into RGB, takes the largest centred square and resizes it with bicubic filtering, so the
+CLI, the demo and the folder dataset all see exactly the same preprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# Composite transparent pixels over white: that is how viewers and browsers show them.
+_ALPHA_BACKGROUND = (255, 255, 255)
+
+# Let PIL shrink by integer factors first (much faster on large photos); a gap of 3 keeps the final
+# bicubic step visually indistinguishable from a direct resize.
+_REDUCING_GAP = 3.0
+
+# JPEGs are decoded at no less than twice the output size, for the same reason.
+_DRAFT_FACTOR = 2
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+class ImageLoadError(ValueError):
+    """A file could not be read as an image (missing, not an image, truncated or corrupt)."""
+
+
+def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """Read an image file as a float32 ``[3, size, size]`` tensor in ``[-1, 1]``.
+
+    Any mode becomes RGB (alpha composited over white, 16-bit scaled to 8-bit), the largest centred
+    square is kept and resized to ``size`` with bicubic filtering.
+
+    Raises:
+        ImageLoadError: the file is missing, is not an image, or is truncated/corrupt.
+        ValueError: ``size`` is not a positive integer.
+    """
+    _check_size(size)
+    image = open_rgb(path, draft_size=size * _DRAFT_FACTOR)
+    return pil_to_tensor(center_square_resize(image, size))
+
+
+def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
+    """Read several image files as one float32 batch ``[B, 3, size, size]`` in ``[-1, 1]``."""
+    if len(paths) == 0:
+        raise ValueError("load_images got an empty list of paths; pass at least one image file")
+    return torch.stack([load_image(path, size) for path in paths])
+
+
+def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+    """Open, fully decode and convert an image file to an 8-bit RGB PIL image.
+
+    The full decode (``img.load()``) is what exposes truncated files; PIL's ``open`` only reads the
+    header. With ``draft_size``, JPEGs may be decoded at a reduced scale (1/2, 1/4, 1/8) that still
+    keeps both sides at least ``draft_size`` — several times faster for camera photos.
+    """
+    path = Path(path)
+    with _open_image(path) as image:
+        if draft_size is not None:
+            image.draft(image.mode, (draft_size, draft_size))  # no-op for non-JPEG files
+        try:
+            image.load()
+        except (OSError, SyntaxError, EOFError, ValueError) as error:
+            # PIL reports truncation and broken streams through these during the decode.
+            raise ImageLoadError(
+                f"cannot read image {path}: truncated or corrupt ({_one_line(error)})") from None
+        return to_rgb(_apply_exif_orientation(image))
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise ImageLoadError(f"cannot read image {path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"cannot read image {path}: it is a folder, not a file") from None
+    except PermissionError:
+        raise ImageLoadError(f"cannot read image {path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"cannot read image {path}: not a recognised image format") from None
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        raise ImageLoadError(f"cannot read image {path}: {_one_line(error)}") from None
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate camera photos upright; a malformed EXIF block is ignored rather than fatal."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - EXIF parsing can fail in many ways; the pixels are fine
+        return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert a PIL image of any mode to 8-bit RGB, compositing transparency over white."""
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        image = _high_depth_to_l(image)
+    if _has_transparency(image):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def center_square_resize(image: Image.Image, size: int) -> Image.Image:
+    """Keep the largest centred square of ``image`` and resize it to ``size`` x ``size`` (bicubic).
+
+    Equivalent to "resize the shorter side to ``size``, then centre-crop", done in one resampling.
+    """
+    width, height = image.size
+    side = min(width, height)
+    left = (width - side) // 2
+    top = (height - side) // 2
+    box = (left, top, left + side, top + side)
+    if side == size:
+        return image.crop(box)
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=box,
+                        reducing_gap=_REDUCING_GAP)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 ``[3, H, W]`` tensor in ``[-1, 1]``."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    tensor = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float()
+    return tensor.div_(127.5).sub_(1.0)
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """Float ``[3, H, W]`` tensor in ``[-1, 1]`` -> RGB PIL image (values outside are clipped)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"to_pil expects a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise ValueError(
+            f"to_pil expects one image shaped [3, H, W], got {list(tensor.shape)}; "
+            "index a batch first (tensor[i])")
+    pixels = tensor.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
+    pixels = ((pixels + 1.0) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
+
+
+def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
+    """Write an image atomically; the format follows the file suffix (``.png``, ``.jpg``, ...).
+
+    The image is written to a temporary file beside the target and moved into place with
+    ``os.replace``, so a reader never sees a half-written file. Parent folders are created.
+    Returns the written path.
+    """
+    path = Path(path)
+    image_format = _format_for_suffix(path)
+    pil = to_pil(image) if isinstance(image, torch.Tensor) else image
+    if image_format == "JPEG" and pil.mode not in ("RGB", "L"):
+        pil = to_rgb(pil)  # JPEG has no alpha channel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _create_temporary_beside(path)
+    try:
+        with open(temporary, "wb") as handle:
+            pil.save(handle, format=image_format)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _create_temporary_beside(path: Path) -> Path:
+    """Create an empty, uniquely named file next to ``path``.
+
+    ``os.open`` with mode 0o666 honours the umask, so the final file gets the usual permissions
+    (``tempfile`` would leave it readable by the owner only).
+    """
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temporary
+        except FileExistsError:
+            continue
+
+
+def _format_for_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None:
+        raise ValueError(
+            f"cannot save image to {path}: unknown suffix {suffix or '(none)'!r}; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+    return image_format
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit integer / float greyscale -> 8-bit ``L``, keeping the full tonal range."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+    elif image.mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
+        scale = 255.0 / 65535.0  # PIL also reports 16-bit PNGs as mode "I"
+    else:
+        scale = 1.0
+    pixels = np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)  # uint8 2-D arrays become mode "L"
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"image size must be a positive integer, got {size!r}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,246 @@
+"""Attention probe: how much class information do frozen messages carry?
+
+A small transformer reads a message (token ids or FSQ codes) and a learned query token; a linear
+head on the query's output predicts the class. Only the probe is trained; the tokenizer is not
+involved beyond having produced the messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+InputKind = Literal["ids", "codes"]
+
+
+class AttentionProbe(nn.Module):
+    """Query-token transformer classifier over a message.
+
+    Args:
+        num_classes: number of output classes.
+        input: ``"ids"`` for token ids ``[B, M]`` (int64, embedded with ``nn.Embedding``) or
+            ``"codes"`` for FSQ codes ``[B, M, code_dim]`` (float, projected with a Linear).
+        vocab_size: number of token ids (``input="ids"``).
+        code_dim: FSQ code dimension (``input="codes"``).
+        num_positions: maximum message length M (one learned position embedding each).
+        dim, heads, depth, mlp_ratio, dropout: transformer width, heads, layers (pre-norm),
+            MLP expansion and dropout.
+    """
+
+    def __init__(self, num_classes: int, input: InputKind = "ids", vocab_size: int = 64000,
+                 code_dim: int = 6, num_positions: int = 256, dim: int = 128, heads: int = 4,
+                 depth: int = 2, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        if input not in ("ids", "codes"):
+            raise ValueError(f'input must be "ids" or "codes", got {input!r}')
+        self.input = input
+        self.num_positions = num_positions
+        self.embed = nn.Embedding(vocab_size, dim) if input == "ids" else nn.Linear(code_dim, dim)
+        self.pos_embed = nn.Parameter(torch.randn(1, num_positions, dim) * 0.02)
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, heads, dim_feedforward=int(dim * mlp_ratio),
+                                       dropout=dropout, activation="gelu", batch_first=True,
+                                       norm_first=True)
+            for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    def _check(self, x: torch.Tensor) -> None:
+        if self.input == "codes" and (x.ndim != 3 or not x.dtype.is_floating_point):
+            raise ValueError(f"codes probe expects float codes [B, M, D], got {x.dtype} "
+                             f"{tuple(x.shape)}")
+        if self.input == "ids":
+            if x.ndim != 2 or x.dtype.is_floating_point:
+                raise ValueError(f"ids probe expects integer ids [B, M], got {x.dtype} "
+                                 f"{tuple(x.shape)}")
+            vocab = self.embed.num_embeddings
+            if x.numel() and (x.min() < 0 or x.max() >= vocab):
+                # nn.Embedding would only say "index out of range in self".
+                raise ValueError(f"token ids must lie in [0, {vocab}), got range "
+                                 f"[{int(x.min())}, {int(x.max())}]")
+        if x.shape[1] > self.num_positions:
+            raise ValueError(f"message length {x.shape[1]} exceeds num_positions "
+                             f"{self.num_positions}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[B, num_classes]`` for ids ``[B, M]`` or codes ``[B, M, D]``."""
+        self._check(x)
+        tokens = self.embed(x) + self.pos_embed[:, :x.shape[1]]
+        # The query carries no position: it is the single slot the head reads from.
+        h = torch.cat([self.query.expand(x.shape[0], -1, -1), tokens], dim=1)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.norm(h[:, 0]))
+
+
+@dataclass
+class ProbeResult:
+    """Validation accuracy of the best epoch and the probe restored to it.
+
+    ``best_epoch`` is 1-based; ``history`` holds one dict per epoch run
+    (``epoch, train_loss, val_top1, val_top5, lr``); ``top5`` is top-``min(5, num_classes)``.
+    """
+
+    top1: float
+    top5: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(repr=False)
+    model: AttentionProbe = field(repr=False)
+
+
+def split_indices(n: int, val_fraction: float, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random disjoint (train, val) index tensors over ``range(n)``; at least one of each."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    if n < 2:
+        raise ValueError(f"need at least 2 samples to split, got {n}")
+    num_val = min(max(1, round(n * val_fraction)), n - 1)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[num_val:], order[:num_val]
+
+
+@torch.no_grad()
+def evaluate_probe(model: AttentionProbe, inputs: torch.Tensor, labels: torch.Tensor,
+                   batch_size: int = 1024) -> dict[str, float]:
+    """Top-1 and top-k (k = min(5, num_classes)) accuracy of ``model`` on ``inputs``."""
+    if len(inputs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need as many labels as inputs (> 0), got {len(inputs)} inputs and "
+                         f"{len(labels)} labels")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    k = min(5, model.num_classes)
+    hits1 = hitsk = 0
+    for start in range(0, len(inputs), batch_size):
+        x = inputs[start:start + batch_size].to(device)
+        y = labels[start:start + batch_size].to(device)
+        top = model(x).topk(k, dim=1).indices
+        hits1 += int((top[:, 0] == y).sum())
+        hitsk += int((top == y[:, None]).any(1).sum())
+    model.train(was_training)
+    return {"top1": hits1 / len(labels), "top5": hitsk / len(labels)}
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay weight matrices only: biases, norms, positions and the query are exempt."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        exempt = param.ndim < 2 or name in ("pos_embed", "query")
+        (no_decay if exempt else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _check_data(inputs: torch.Tensor, labels: torch.Tensor, num_classes: int, name: str) -> None:
+    if len(inputs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"{name}: need as many labels as inputs (> 0), got {len(inputs)} and "
+                         f"{len(labels)}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+
+
+def _train_epoch(model: AttentionProbe, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, inputs: torch.Tensor,
+                 labels: torch.Tensor, batch_size: int, generator: torch.Generator,
+                 device: torch.device) -> float:
+    """One pass over the shuffled training set; returns the mean training loss."""
+    model.train()
+    order = torch.randperm(len(labels), generator=generator)
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        x, y = inputs[index].to(device), labels[index].to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(index)
+    return total / len(order)
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    """The CUDA device whose RNG ``fork_rng`` must save and restore (none on CPU)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, schedule: str, steps: int
+               ) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step cosine decay to 0 over the full run, or a constant lr."""
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(f'schedule must be "cosine" or "constant", got {schedule!r}')
+
+
+def train_probe(train_inputs: torch.Tensor, train_labels: torch.Tensor,
+                val_inputs: torch.Tensor, val_labels: torch.Tensor, num_classes: int,
+                input: InputKind = "ids", vocab_size: int = 64000, epochs: int = 50,
+                batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.05,
+                patience: int = 5, seed: int = 0, device: str | torch.device = "cpu",
+                progress: bool = True, schedule: Literal["cosine", "constant"] = "cosine",
+                **probe_kwargs) -> ProbeResult:
+    """Train an ``AttentionProbe`` on frozen messages, early-stopping on validation top-1.
+
+    AdamW with per-step cosine decay (or a constant lr) over ``epochs``; training stops once
+    validation top-1 has not improved for ``patience`` epochs, and the weights of the best
+    epoch are restored. Everything random (init, shuffling, dropout) derives from ``seed``
+    without touching the global RNG state, so CPU runs are bit-for-bit repeatable.
+    ``probe_kwargs`` go to ``AttentionProbe`` (dim, heads, depth, dropout, ...); for
+    ``input="codes"`` the code dimension is read from the data.
+    """
+    _check_data(train_inputs, train_labels, num_classes, "train")
+    _check_data(val_inputs, val_labels, num_classes, "val")
+    if epochs < 1 or patience < 1:
+        raise ValueError(f"epochs and patience must be >= 1, got {epochs} and {patience}")
+    device = torch.device(device)
+    probe_kwargs.setdefault("num_positions", train_inputs.shape[1])
+    if input == "codes":
+        probe_kwargs.setdefault("code_dim", train_inputs.shape[-1])
+    with torch.random.fork_rng(devices=_cuda_devices(device)):
+        torch.manual_seed(seed)
+        model = AttentionProbe(num_classes, input=input, vocab_size=vocab_size,
+                               **probe_kwargs).to(device)
+        optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
+        steps = epochs * math.ceil(len(train_labels) / batch_size)
+        scheduler = _scheduler(optimizer, schedule, steps)
+        generator = torch.Generator().manual_seed(seed)
+        history: list[dict[str, float]] = []
+        best_state, best_epoch, best_top1 = None, 0, -1.0
+        bar = tqdm(range(1, epochs + 1), desc="probe", disable=not progress)
+        for epoch in bar:
+            lr_now = optimizer.param_groups[0]["lr"]
+            loss = _train_epoch(model, optimizer, scheduler, train_inputs, train_labels,
+                                batch_size, generator, device)
+            scores = evaluate_probe(model, val_inputs, val_labels)
+            history.append({"epoch": epoch, "train_loss": loss, "val_top1": scores["top1"],
+                            "val_top5": scores["top5"], "lr": lr_now})
+            bar.set_postfix(loss=f"{loss:.3f}", top1=f"{scores['top1']:.3f}")
+            if scores["top1"] > best_top1:
+                best_top1, best_epoch = scores["top1"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= patience:
+                break
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    best = history[best_epoch - 1]
+    return ProbeResult(top1=best["val_top1"], top5=best["val_top5"], best_epoch=best_epoch,
+                       history=history, model=model)

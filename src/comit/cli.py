@@ -234,6 +234,9 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
 # ---------------------------------------------------------------------- more commands
 # Commands of other parts of the library register themselves here (each module keeps its own
 # options and work; this file only wires them in).
+from .eval.commands import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
 
 
 def main() -> None:  # the console script

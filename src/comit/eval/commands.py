@@ -99,10 +99,26 @@ def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed):
                          holdout_fraction=holdout, seed=seed)
 
 
-def _finish(results: dict, model: str, data: str, device, started: float) -> dict:
+def _finish(ctx: typer.Context, results: dict, model: str, data: str, device, started: float) -> dict:
     from .report import provenance
 
-    return {"model": model, "data": data, **results, "run": provenance(device, time.perf_counter() - started)}
+    return {"model": model, "data": data, **results,
+            "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
+
+
+def _command_line(ctx: typer.Context) -> list[str]:
+    """The running command with every option spelled out (defaults included): rerunning it
+    repeats the evaluation even if a default changes later."""
+    words = ["comit", "eval", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or param.param_type_name != "option":
+            continue
+        if param.is_flag:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return words
 
 
 def _say(out: Path, summary: str) -> None:
@@ -113,7 +129,7 @@ def _say(out: Path, summary: str) -> None:
 # ---------------------------------------------------------------------- commands
 @eval_app.command()
 @_friendly
-def recon(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
+def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
           num_images: NumImagesOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
           global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
           fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
@@ -126,7 +142,7 @@ def recon(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", sp
     net = _model(model, device)
     settings = _settings(order, num_crops, global_crop, steps, cfg, solver, seed, batch_size)
     dataset = load_dataset(data, net.config.image_size, split, num_images)
-    results = _finish(evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
+    results = _finish(ctx, evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
     write_recon_report(out, results, reconstruction_examples(net, dataset, settings))
     m = results["metrics"]
     rfid = "n/a" if m["rfid"] is None else f"{m['rfid']:.3f}"
@@ -136,7 +152,7 @@ def recon(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", sp
 
 @eval_app.command()
 @_friendly
-def align(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
+def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
           split: SplitOpt = "val", num_images: NumImagesOpt = None, order: OrderOpt = "adaptive",
           num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
           times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
@@ -150,7 +166,7 @@ def align(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", ma
     settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
     dataset = load_dataset(data, net.config.image_size, split, num_images, masks=masks)
     align_settings = _align_settings(layer, times, heads, direction, q)
-    results = _finish(evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
+    results = _finish(ctx, evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
     write_align_report(out, results)
     m = results["metrics"]
     _say(out, f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}), per object "
@@ -159,7 +175,7 @@ def align(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", ma
 
 @eval_app.command()
 @_friendly
-def probe(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
+def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
           tasks: TasksOpt = None, num_train: NumTrainOpt = None, num_images: NumImagesOpt = None,
           order: OrderOpt = "raster_scan", num_crops: Annotated[Optional[int], typer.Option(
               "--num-crops", help="Crops to observe (default 1: with --global-crop, the global crop only).")] = 1,
@@ -175,7 +191,7 @@ def probe(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", la
     settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
     train, test, classes = probe_datasets(data, net.config.image_size, labels, num_train, num_images, seed=seed)
     probe_settings = _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed)
-    results = _finish(evaluate_probes(net, train, test, settings, probe_settings, classes), model, data,
+    results = _finish(ctx, evaluate_probes(net, train, test, settings, probe_settings, classes), model, data,
                       net.device, started)
     write_probe_report(out, results)
     scores = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in results["metrics"].items())
@@ -184,7 +200,7 @@ def probe(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", la
 
 @eval_app.command()
 @_friendly
-def crops(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
+def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
           labels: LabelsOpt = None, split: SplitOpt = "val", num_images: NumImagesOpt = None,
           num_train: NumTrainOpt = None, orders: OrdersOpt = "raster_scan,random,adaptive",
           global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = None, metrics: MetricsOpt = None,
@@ -215,7 +231,7 @@ def crops(out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", ma
     results = evaluate_crop_curves(net, dataset, settings, curves, fid_features,
                                    _align_settings(layer, times, heads, direction, q), probe_train,
                                    _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed))
-    results = _finish(results, model, data, net.device, started)
+    results = _finish(ctx, results, model, data, net.device, started)
     write_crops_report(out, results)
     _say(out, f"{len(results['rows'])} points ({', '.join(results['metrics'])})")
 

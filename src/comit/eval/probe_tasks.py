@@ -11,8 +11,8 @@ question) and predicts the label. Tasks on the built-in shapes data:
   no held-out pair occurs together, the test scores the objects of test images that show a
   held-out pair (``unseen_pairs``; top-5, as the paper's COCO task, since several objects are
   right answers), next to test images with seen pairs only (``seen_pairs``).
-* ``relational`` — for each ordered pair of objects with distinct concepts, the question names
-  both ("where is <a> relative to <b>?") and the answer is one of left of / right of / above /
+* ``relational`` — for each ordered pair of objects whose concepts occur once in the image
+  (so a name picks out one object), the question names both ("where is <a> relative to <b>?") and the answer is one of left of / right of / above /
   below. Top-1, as the paper's Visual Genome task.
 
 On other data: ``classes`` — one sample per (image, label) from class sub-folders or a labels
@@ -137,8 +137,10 @@ def compositional_task(train: Mapping, test: Mapping, holdout_fraction: float = 
 def relational_task(train: Mapping, test: Mapping) -> Task:
     def samples(meta) -> Samples:
         concept = concepts(meta)
-        distinct = (concept[:, :, None] != concept[:, None, :]) & (meta["relations"] >= 0)
-        image, first, second = distinct.nonzero(as_tuple=True)
+        # A name picks out one object only if no other object in the image shares its concept.
+        unique = (concept[:, :, None] == concept[:, None, :]).sum(2) == 1
+        named = unique[:, :, None] & unique[:, None, :] & (meta["relations"] >= 0)
+        image, first, second = named.nonzero(as_tuple=True)
         question = torch.stack([concept[image, first], concept[image, second]], dim=1)
         return Samples(image, meta["relations"][image, first, second], question)
 

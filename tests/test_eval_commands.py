@@ -51,15 +51,18 @@ def _extractor() -> nn.Module:
 def test_recon_command(tmp_path, tiny_model_dir):
     out = tmp_path / "recon"
     result = run_eval("recon", "-m", tiny_model_dir, "-n", 4, "--steps", 1, "--order", "raster_scan",
-                      "--fid-features", "none", "-o", out, *FAST)
+                      "--fid-features", "shapes-teacher", "-o", out, *FAST)
     assert result.exit_code == 0, result.output
     data = results(out)
     metrics = data["metrics"]
-    assert metrics["num_images"] == 4 and metrics["mean_crops"] == 3 and metrics["rfid"] is None
+    assert metrics["num_images"] == 4 and metrics["mean_crops"] == 3
     assert 0 < metrics["psnr"] < 60 and -1 <= metrics["ssim"] <= 1 and metrics["codebook_distinct"] >= 1
-    assert data["settings"]["order"] == "raster_scan" and data["run"]["command"].startswith("comit eval recon")
+    assert metrics["rfid"] > 0 and metrics["rfid_feature_dim"] == 64  # the bundled teacher's global feature
+    assert any("rank-deficient" in note for note in data["notes"])
+    assert data["settings"]["order"] == "raster_scan" and data["settings"]["fid_features"] == "shapes-teacher"
+    assert data["run"]["command"].startswith("comit eval recon --out ")
+    assert "--no-global-crop" in data["run"]["command"] and "--num-images 4" in data["run"]["command"]
     assert Image.open(out / "examples.png").format == "PNG"
-    assert "rFID not measured (--fid-features none)" in data["notes"]
 
 
 def test_align_command_on_shapes_and_on_a_mask_folder(tmp_path, tiny_model_dir):
@@ -132,6 +135,7 @@ def test_crops_command(tmp_path, tiny_model_dir):
                       for k in (1, 2)]
     assert {"psnr", "ssim", "miou_image", "miou_object", "semantic_top1"} <= set(data["metrics"])
     assert "rfid" not in data["metrics"]  # not measured: left out of the table
+    assert "rFID not measured (--fid-features none)" in data["notes"]
     assert (out / "crops_psnr.png").exists() and (out / "crops_semantic_top1.png").exists()
     # With the global crop, one crop is the global crop whatever the order.
     first = {r["policy"]: r["psnr"] for r in data["rows"] if r["num_crops"] == 1}
@@ -203,3 +207,16 @@ def test_alignment_rewards_maps_that_cover_the_objects(tiny_model, monkeypatch):
     assert perfect["miou_object"] > model_scores["miou_object"]
     assert perfect["random_miou_object"] == model_scores["random_miou_object"]  # same seeded floor
     assert model_scores["num_objects"] == perfect["num_objects"] == sum(int(dataset[i]["valid"].sum()) for i in range(6))
+
+
+def test_the_whole_suite(tmp_path, tiny_model_dir):
+    out = tmp_path / "suite"
+    result = run_eval("all", "-m", tiny_model_dir, "-n", 3, "--num-train", 12, "--steps", 1, "--epochs", 1,
+                      "--crop-counts", 1, "--fid-features", "none", "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    summary = results(out)
+    assert summary["settings"]["parts"] == ["recon", "align", "probe", "crops"]
+    assert summary["parts"]["align"]["num_images"] == 3
+    for part in ("recon", "align", "probe", "crops"):
+        assert results(out / part)["run"]["command"].startswith("comit eval all --out ")
+    assert "[crops](crops/results.md)" in (out / "results.md").read_text()

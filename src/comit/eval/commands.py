@@ -8,6 +8,7 @@ shared with the main CLI (one-line errors, model loading, order parsing) are imp
 
 from __future__ import annotations
 
+import json
 import time
 from functools import wraps
 from pathlib import Path
@@ -245,3 +246,61 @@ def _global_modes(text: str) -> tuple[bool, ...]:
 
 def _is_shapes(data: str) -> bool:
     return data.strip() == "shapes" or data.strip().startswith("shapes:")
+
+
+@eval_app.command("all")
+@_friendly
+def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes",
+         masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = None,
+         num_train: NumTrainOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+         global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
+         fid_features: FidOpt = "inception", crop_counts: CountsOpt = None, epochs: EpochsOpt = 50,
+         seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+    """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md."""
+    started = time.perf_counter()
+    common = dict(model=model, data=data, num_images=num_images, seed=seed, batch_size=batch_size, device=device)
+    policy = dict(order=order, num_crops=num_crops, global_crop=global_crop)
+    decoding = dict(steps=steps, cfg=cfg, solver=solver)
+    runs = {"recon": lambda o: recon(ctx, o, **common, **policy, **decoding, fid_features=fid_features)}
+    if masks is not None or _is_shapes(data):  # otherwise there is no ground truth to align with
+        runs["align"] = lambda o: align(ctx, o, masks=masks, **common, **policy)
+    if labels is not None or _is_shapes(data) or _has_class_folders(data):
+        runs["probe"] = lambda o: probe(ctx, o, labels=labels, num_train=num_train, epochs=epochs, **common)
+    runs["crops"] = lambda o: crops(ctx, o, masks=masks, labels=labels, num_train=num_train, crop_counts=crop_counts,
+                                    epochs=epochs, **common, **decoding)
+    parts = {}
+    for name, run in runs.items():
+        run(out / name)
+        parts[name] = json.loads((out / name / "results.json").read_text())
+    write_suite_report(ctx, out, parts, model, data, started)
+
+
+def _has_class_folders(data: str) -> bool:
+    root = Path(data)
+    return root.is_dir() and any(child.is_dir() and not child.name.startswith(".") for child in root.iterdir())
+
+
+def write_suite_report(ctx: typer.Context, out: Path, parts: dict, model: str, data: str, started: float) -> None:
+    """OUT/results.json and results.md: each part's headline numbers, time and a link to its report."""
+    from .report import markdown_report, markdown_table, provenance, write_results
+
+    headline = {"recon": ["psnr", "ssim", "rfid", "codebook_perplexity"],
+                "align": ["miou_image", "miou_object", "random_miou_image", "random_miou_object"]}
+    rows = []
+    for name, part in parts.items():
+        metrics = part.get("metrics", {})
+        if name == "crops":
+            values = {"points": len(part["rows"]), "metrics": ", ".join(metrics)}
+        else:
+            values = {k: metrics[k] for k in headline.get(name, metrics) if k in metrics}
+        rows += [{"part": f"[{name}]({name}/results.md)", "metric": k, "value": v} for k, v in values.items()]
+        rows.append({"part": f"[{name}]({name}/results.md)", "metric": "wall time (s)",
+                     "value": part["run"]["wall_time_s"]})
+    device = parts["recon"]["run"]["device"]
+    results = {"model": model, "data": data,
+               "parts": {k: p["metrics"] for k, p in parts.items() if k != "crops"}, "settings": {"parts": list(parts)},
+               "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
+    markdown = markdown_report("Evaluation suite", results, [("Headline numbers", markdown_table(
+        rows, ["part", "metric", "value"]))])
+    write_results(out, results, markdown)
+    typer.echo(f"suite done in {results['run']['wall_time_s']:.0f} s: {out / 'results.md'}")

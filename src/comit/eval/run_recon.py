@@ -19,10 +19,6 @@ from .fid import FID
 from .fid_features import build_fid, describe_features
 from .reconstruction import PSNR, SSIM, CodebookUsage
 
-# The standard FID's feature size: fewer images than this give a rank-deficient covariance.
-INCEPTION_DIM = 2048
-
-
 class ReconMetrics:
     """PSNR, SSIM, rFID and codebook usage accumulated over batches (shared with ``eval crops``)."""
 
@@ -60,6 +56,7 @@ class ReconMetrics:
         if self.fid is not None:
             try:
                 metrics["rfid"] = self.fid.compute()
+                metrics["rfid_feature_dim"] = self.fid.feature_dim
             except ValueError as error:
                 notes.append(f"rFID not measured: {error}")
         return metrics, notes
@@ -90,9 +87,10 @@ def fid_sample_notes(fid_features, metrics: dict) -> list[str]:
         return []
     notes = [f"rFID over {metrics['num_images']} images: FID grows as the sample count shrinks, so compare "
              "only numbers measured on the same images and count"]
-    if fid_features == "inception" and metrics["num_images"] < INCEPTION_DIM:
-        notes.append(f"fewer images than the {INCEPTION_DIM} Inception features: the covariance is rank-deficient "
-                     "and rFID is far above the 50,000-image protocol's value")
+    dim = metrics.get("rfid_feature_dim") or 0
+    if metrics["num_images"] <= dim:
+        notes.append(f"no more images than the {dim} feature dimensions: the covariance is rank-deficient and rFID "
+                     "is far above its value on many images (the paper uses 50,000)")
     if fid_features != "inception":
         notes.append(f"rFID in {describe_features(fid_features)} features is not comparable with published "
                      "(Inception) rFID")
@@ -110,6 +108,7 @@ def reconstruction_examples(model: COMiT, dataset: Dataset, settings: EvalSettin
 
 RECON_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "rfid": "rFID", "codebook_distinct": "distinct token ids",
                 "codebook_fraction": "fraction of the codebook", "codebook_perplexity": "codebook perplexity",
+                "rfid_feature_dim": "rFID feature dimensions",
                 "per_position_distinct_mean": "distinct ids per message position (mean)",
                 "mean_crops": "crops per image (mean)", "num_images": "images"}
 

@@ -9,7 +9,7 @@ and the 3-crop point of ``eval crops`` score the very same reconstructions.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -41,14 +41,12 @@ class EvalSettings:
     seed: int = 0
     batch_size: int = 16
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         """JSON-ready settings (without the progress flag)."""
         described = asdict(self)
         described.pop("progress")
-        described.pop("extra")
-        return {**described, **self.extra}
+        return described
 
     def check(self, model: COMiT) -> None:
         if self.steps < 1:

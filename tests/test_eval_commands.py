@@ -212,11 +212,12 @@ def test_alignment_rewards_maps_that_cover_the_objects(tiny_model, monkeypatch):
 def test_the_whole_suite(tmp_path, tiny_model_dir):
     out = tmp_path / "suite"
     result = run_eval("all", "-m", tiny_model_dir, "-n", 3, "--num-train", 12, "--steps", 1, "--epochs", 1,
-                      "--crop-counts", 1, "--fid-features", "none", "-o", out, *FAST)
+                      "--crop-counts", 1, "--crop-images", 2, "--fid-features", "none", "-o", out, *FAST)
     assert result.exit_code == 0, result.output
     summary = results(out)
     assert summary["settings"]["parts"] == ["recon", "align", "probe", "crops"]
     assert summary["parts"]["align"]["num_images"] == 3
+    assert results(out / "crops")["settings"]["num_images"] == 2  # --crop-images
     for part in ("recon", "align", "probe", "crops"):
         assert results(out / part)["run"]["command"].startswith("comit eval all --out ")
     assert "[crops](crops/results.md)" in (out / "results.md").read_text()

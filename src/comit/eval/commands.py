@@ -254,8 +254,10 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
          masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = None,
          num_train: NumTrainOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
          global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
-         fid_features: FidOpt = "inception", crop_counts: CountsOpt = None, epochs: EpochsOpt = 50,
-         seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+         fid_features: FidOpt = "inception", crop_counts: CountsOpt = None,
+         crop_images: Annotated[Optional[int], typer.Option(
+             "--crop-images", help="Images for the crop curves, the costliest part (default: --num-images).")] = None,
+         epochs: EpochsOpt = 50, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
     """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md."""
     started = time.perf_counter()
     common = dict(model=model, data=data, num_images=num_images, seed=seed, batch_size=batch_size, device=device)
@@ -267,7 +269,7 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
     if labels is not None or _is_shapes(data) or _has_class_folders(data):
         runs["probe"] = lambda o: probe(ctx, o, labels=labels, num_train=num_train, epochs=epochs, **common)
     runs["crops"] = lambda o: crops(ctx, o, masks=masks, labels=labels, num_train=num_train, crop_counts=crop_counts,
-                                    epochs=epochs, **common, **decoding)
+                                    epochs=epochs, **{**common, "num_images": crop_images or num_images}, **decoding)
     parts = {}
     for name, run in runs.items():
         run(out / name)

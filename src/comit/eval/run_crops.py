@@ -127,6 +127,7 @@ def evaluate_crop_curves(model: COMiT, dataset: Dataset, settings: EvalSettings 
             "settings": {**{k: v for k, v in settings.describe().items() if k not in ("order", "num_crops",
                                                                                        "global_crop")},
                          **curves.describe(), "families": families, "fid_features": described_features,
+                         "num_images": len(dataset), **({"train_images": len(probe_train)} if trained else {}),
                          **(align.describe() if "align" in families else {}),
                          **(probe.describe() if "probe" in families else {})}}
 

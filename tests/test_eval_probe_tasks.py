@@ -137,3 +137,13 @@ def test_compact_ids_renumber_and_map_unseen_ids_together():
     vocabulary = CompactIds(torch.tensor([[50, 7], [7, 900]]))
     assert vocabulary.size == 4
     assert vocabulary(torch.tensor([[7, 50, 900, 8, 64000]])).tolist() == [[0, 1, 2, 3, 3]]
+
+
+def test_constant_guess_scores_by_hand():
+    from comit.eval.run_probe import constant_guess
+
+    labels = torch.tensor([2, 2, 2, 0, 1, 3, 4, 5, 5, 6])  # 2 x3, 5 x2, then singles
+    scores = constant_guess(labels, num_classes=8)
+    assert scores["majority_top1"] == pytest.approx(0.3)
+    assert scores["majority_top5"] == pytest.approx(0.8)  # 3 + 2 + three singles of 10
+    assert constant_guess(torch.tensor([0, 1, 1]), 2)["majority_top5"] == 1.0  # k = min(5, classes)

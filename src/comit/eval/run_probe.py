@@ -172,12 +172,18 @@ def score_probe(trained: TrainedProbe, test: Messages, probe: ProbeSettings) -> 
                "train_samples": trained.train_samples, "val_samples": trained.val_samples,
                "best_epoch": trained.best_epoch, "val_top1": trained.val_top1}
         if len(samples) == 0:
-            rows.append({**row, "top1": None, "top5": None, "majority_top1": None})
+            rows.append({**row, "top1": None, "top5": None, "majority_top1": None, "majority_top5": None})
             continue
         scores = evaluate_probe(trained.probe, test.inputs(samples, probe.input, trained.vocabulary), samples.label)
-        majority = float(torch.bincount(samples.label).max()) / len(samples)
-        rows.append({**row, **scores, "majority_top1": majority})
+        rows.append({**row, **scores, **constant_guess(samples.label, len(trained.task.classes))})
     return rows
+
+
+def constant_guess(labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """What always answering the most frequent test labels scores: the floor of top-1 / top-5."""
+    counts = torch.bincount(labels, minlength=num_classes).sort(descending=True).values
+    k = min(5, num_classes)
+    return {"majority_top1": float(counts[0]) / len(labels), "majority_top5": float(counts[:k].sum()) / len(labels)}
 
 
 def train_probes(train: Messages, test: Messages, probe: ProbeSettings, classes: list[str] | None = None,
@@ -282,8 +288,8 @@ def _random_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Da
     return Subset(dataset, sorted(train.tolist())), Subset(dataset, sorted(test.tolist()))
 
 
-PROBE_COLUMNS = ["task", "test", "primary", "top1", "top5", "majority_top1", "num_classes", "train_samples",
-                 "val_samples", "test_samples", "best_epoch"]
+PROBE_COLUMNS = ["task", "test", "primary", "top1", "top5", "majority_top1", "majority_top5", "num_classes",
+                 "train_samples", "val_samples", "test_samples", "best_epoch"]
 
 
 def write_probe_report(out: Path, results: dict) -> None:
@@ -292,12 +298,12 @@ def write_probe_report(out: Path, results: dict) -> None:
     from .report import markdown_report, markdown_table, write_results
 
     sections = [("Scores", markdown_table(results["rows"], PROBE_COLUMNS) +
-                 "\n\n`primary` is the number the paper reports for this kind of task; `majority_top1` is the "
-                 "share of the most frequent test label (the score of a constant guess).")]
+                 "\n\n`primary` is the number the paper reports for this kind of task; `majority_top1` / "
+                 "`majority_top5` are what always answering the most frequent test label(s) scores.")]
     scored = [r for r in results["rows"] if r["top1"] is not None]
     if scored:
         long = [{"probe": f"{r['task']}/{r['test']}", "metric": k, "accuracy": r[k]} for r in scored
-                for k in ("top1", "top5", "majority_top1")]
+                for k in ("top1", "top5", "majority_top1", "majority_top5")]
         plot_bars(long, x="probe", y="accuracy", hue="metric", path=out / "probe_scores.png", title="Probes")
         sections.append(("Plots", "![scores](probe_scores.png)\n\n![validation top-1 per epoch](probe_training.png)"))
         plot_curves(results["history"], x="epoch", y="val_top1", hue="task", path=out / "probe_training.png",

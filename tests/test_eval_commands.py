@@ -221,3 +221,15 @@ def test_the_whole_suite(tmp_path, tiny_model_dir):
     for part in ("recon", "align", "probe", "crops"):
         assert results(out / part)["run"]["command"].startswith("comit eval all --out ")
     assert "[crops](crops/results.md)" in (out / "results.md").read_text()
+
+
+def test_crop_counts_beyond_the_grid(tiny_model):
+    dataset = load_dataset("shapes", 64, num_images=2)
+    settings = EvalSettings(steps=1, progress=False)
+    curves = evaluate_crop_curves(tiny_model, dataset, settings, CurveSettings(
+        orders=["raster_scan"], crop_counts=[9, 10], metrics=["recon"]))
+    # 10 crops exist only with the global crop (9 local + 1).
+    assert [(r["policy"], r["num_crops"]) for r in curves["rows"]] == [
+        ("raster_scan", 9), ("raster_scan+global", 9), ("raster_scan+global", 10)]
+    with pytest.raises(ValueError, match="no crop count in \\[11\\] is possible"):
+        evaluate_crop_curves(tiny_model, dataset, settings, CurveSettings(crop_counts=[11], metrics=["recon"]))

@@ -99,7 +99,7 @@ def evaluate_crop_curves(model: COMiT, dataset: Dataset, settings: EvalSettings 
     for order in curves.orders:
         if order not in NAMED_ORDERS:
             raise ValueError(f"crop curves take named orders ({', '.join(NAMED_ORDERS)}), got {order!r}")
-    notes, trained, probe = [], [], probe or ProbeSettings()
+    notes, trained, test_meta, probe = [], [], None, probe or ProbeSettings()
     if "probe" in families:
         probe_settings = probe_settings or probe_policy(batch_size=settings.batch_size, seed=settings.seed,
                                                         progress=settings.progress)
@@ -116,8 +116,13 @@ def evaluate_crop_curves(model: COMiT, dataset: Dataset, settings: EvalSettings 
     rows = []
     for order in curves.orders:
         for global_crop in curves.global_crop:
-            rows += _policy_rows(model, dataset, settings, order, global_crop, _counts(model, curves, global_crop),
-                                 families, fid_features, align, trained, probe, test_meta if trained else None)
+            counts = _counts(model, curves, global_crop)
+            if counts:
+                rows += _policy_rows(model, dataset, settings, order, global_crop, counts, families, fid_features,
+                                     align, trained, probe, test_meta)
+    if not rows:
+        raise ValueError(f"no crop count in {list(curves.crop_counts)} is possible: the model has "
+                         f"{model.crops.num_local} local crops (+1 with the global crop)")
     # A metric no point could measure (rFID without features) is left out, with its note.
     columns = [c for c in rows[0] if c not in ("policy", "order", "global_crop", "num_crops")
                and any(r.get(c) is not None for r in rows)]

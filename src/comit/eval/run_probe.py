@@ -84,7 +84,6 @@ class Messages:
     codes: torch.Tensor  # [N, M, D]
     meta: dict[str, torch.Tensor]
     vocab_size: int
-    crops_used: float = 0.0
 
     def inputs(self, samples: Samples, kind: str, vocabulary: CompactIds | None = None) -> torch.Tensor:
         """The probe inputs of ``samples``: their message (ids, renumbered by ``vocabulary`` when
@@ -126,16 +125,14 @@ def annotations(batch: dict) -> dict[str, torch.Tensor]:
 
 def tokenize_messages(model: COMiT, dataset: Dataset, settings: EvalSettings, desc: str = "tokenize") -> Messages:
     """Messages and annotations of every image of ``dataset`` under the settings' policy."""
-    ids, codes, metas, crops = [], [], [], 0.0
+    ids, codes, metas = [], [], []
     for batch in batches(dataset, settings.batch_size, desc, settings.progress):
         tokens = tokenize_batch(model, batch["image"], batch["position"], settings).to("cpu")
         ids.append(tokens.ids)
         codes.append(tokens.messages)
         metas.append(annotations(batch))
-        crops += float(tokens.num_crops.float().sum())
     meta = {key: torch.cat([m[key] for m in metas]) for key in metas[0]}
-    count = sum(len(i) for i in ids)
-    return Messages(torch.cat(ids), torch.cat(codes), meta, model.codebook_size, crops / max(count, 1))
+    return Messages(torch.cat(ids), torch.cat(codes), meta, model.codebook_size)
 
 
 def train_task_probe(task: Task, train: Messages, probe: ProbeSettings) -> TrainedProbe:

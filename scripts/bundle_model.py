@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Copy a finished training run's EMA model into the package as the bundled default model.
+
+    .venv/bin/python scripts/bundle_model.py runs/shapes-small --command "comit train shapes-small ..."
+
+Writes ``src/comit/assets/comit-shapes/`` (config.json, model.safetensors in float16 to keep the
+package small) and ``provenance.json``: the training command, steps, images seen, wall time,
+machine, date and the last logged losses, so the README can say how the model was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from comit import COMiT
+from comit.model.checkpoints import BUNDLED_DIR, atomic_write
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a training run folder (holds model/ and metrics.jsonl)")
+    parser.add_argument("--command", required=True, help="the command that trained it, for the record")
+    parser.add_argument("--minutes", type=float, required=True, help="wall time of the training, from its progress bar")
+    parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
+    args = parser.parse_args()
+
+    model = COMiT.from_pretrained(args.run / "model")
+    records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    model.save_pretrained(args.out, dtype=torch.float16)
+    last = records[-1]
+    batch = model_batch(args.run)
+    provenance = {
+        "command": args.command,
+        "steps": last["step"],  # the last logged step; a run stopped at a checkpoint may differ
+        "images_seen": last["step"] * batch,
+        "wall_time_minutes": args.minutes,
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, shared with other work, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d", time.gmtime((args.run / "model" / "model.safetensors").stat().st_mtime)),
+        "last_logged": {key: round(value, 4) if isinstance(value, float) else value for key, value in last.items()},
+        "weights": "EMA, stored as float16",
+    }
+    atomic_write(args.out / "provenance.json", lambda tmp: Path(tmp).write_text(json.dumps(provenance, indent=2) + "\n"))
+    print(json.dumps(provenance, indent=2))
+
+
+def model_batch(run: Path) -> int:
+    from comit.train.config import load_config
+
+    return load_config(run / "config.yaml").optim.batch_size
+
+
+if __name__ == "__main__":
+    main()

@@ -234,6 +234,10 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
 # ---------------------------------------------------------------------- more commands
 # Commands of other parts of the library register themselves here (each module keeps its own
 # options and work; this file only wires them in).
+from .viz.commands import demo, serve, viz  # noqa: E402  pictures, the demo report, the web app
+
+for _command in (viz, demo, serve):
+    app.command()(friendly_errors(_command))
 
 
 def main() -> None:  # the console script

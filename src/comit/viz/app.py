@@ -99,14 +99,10 @@ def result_image(label: str, elem_id: str, show_label: bool = True) -> gr.Image:
                     buttons=["download", "fullscreen"])
 
 
-def launch(models: list[str], host: str, port: int, max_upload_bytes: int, device: str = "cpu") -> None:
-    """Load the first model (so a missing one fails before the server starts), then serve until stopped."""
-    from .commands import load_model
-
-    explorer = Explorer(models, max_upload_bytes, loader=lambda name: load_model(name, device))
-    explorer.model(explorer.model_names[0])
+def launch(explorer: Explorer, host: str, port: int) -> None:
+    """Serve until stopped (Ctrl-C)."""
     page = build(explorer)
     # The system's fonts: the default theme would fetch Google Fonts from the visitor's browser.
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    page.launch(server_name=host, server_port=port, share=False, max_file_size=max_upload_bytes, show_error=True,
-                ssr_mode=False, mcp_server=False, pwa=False, footer_links=["settings"], theme=theme)
+    page.launch(server_name=host, server_port=port, share=False, max_file_size=explorer.max_upload_bytes,
+                show_error=True, ssr_mode=False, mcp_server=False, pwa=False, footer_links=["settings"], theme=theme)

@@ -127,7 +127,8 @@ class Explorer:
         return int(token)
 
     def attention(self, trace: Trace, token: int) -> Image.Image:
-        return figures.attention_overlay(trace.image, trace.attention[self.check_token(trace, token)])
+        position = self.check_token(trace, token)
+        return figures.attention_overlay(trace.image, trace.attention[position])
 
     def token_ids(self, trace: Trace, token: int) -> Image.Image:
         return figures.token_grid(trace, [self.check_token(trace, token)])

@@ -80,7 +80,7 @@ def write_image_figures(root: Path, name: str, source: str, trace: Trace) -> Ima
     def save(relative: str, picture: Image.Image, caption: str) -> Figure:
         path = root / name / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, format="PNG", optimize=True)
+        picture.save(path, format="PNG")
         return Figure(path=f"{name}/{relative}", caption=caption)
 
     entry.figures["crop_path"] = save("crop_path.png", figures.crop_path(trace), CAPTIONS["crop_path"])

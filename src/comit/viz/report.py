@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 if TYPE_CHECKING:  # render imports this module; the types are only for reading
     from .render import Figure, ImageEntry
 
@@ -28,7 +30,7 @@ ul.info li { border: 1px solid #ddd; border-radius: 4px; padding: .1rem .5rem; }
 ul.info b { font-weight: normal; color: #666; }
 .row { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
 figure { margin: .8rem 0; display: table; }  /* a table's caption is as wide as its image */
-figure img { display: block; max-width: 100%; image-rendering: pixelated; border: 1px solid #eee; }
+figure img { display: block; max-width: 100%; height: auto; image-rendering: pixelated; border: 1px solid #eee; }
 figcaption { display: table-caption; caption-side: bottom; font-size: .85rem; color: #444; padding-top: .3rem; }
 .overlays figure { margin: 0; } .overlays figcaption { font-size: .8rem; }
 .meta { color: #555; font-size: .9rem; }
@@ -68,7 +70,7 @@ def info_table(info: dict) -> str:
 def image_section(entry: "ImageEntry", root: Path) -> str:
     crops = ", ".join(f"#{index}" for index in entry.trace.crop_indices)
     psnr = entry.summary.get("reconstruction_psnr_db")
-    overlays = "".join(figure(item, root, alt=f"attention of token {position}")
+    overlays = "".join(figure(item, root, alt=f"attention of token {position}", shrink=2)
                        for position, item in entry.overlays)
     return "\n".join([
         f'<section id="{escape(entry.name)}">',
@@ -86,9 +88,15 @@ def image_section(entry: "ImageEntry", root: Path) -> str:
     ])
 
 
-def figure(item: "Figure", root: Path, alt: str) -> str:
-    return (f'<figure><img src="{data_uri(root / item.path)}" alt="{escape(alt)}" '
-            f'data-file="{escape(item.path)}"><figcaption>{escape(item.caption)}</figcaption></figure>')
+def figure(item: "Figure", root: Path, alt: str, shrink: int = 1) -> str:
+    """An embedded picture with its caption; ``shrink`` shows it at 1/shrink of its size (the
+    per-token overlays, so a row of them fits a screen)."""
+    path = root / item.path
+    with Image.open(path) as picture:
+        width, height = picture.size
+    return (f'<figure><img src="{data_uri(path)}" alt="{escape(alt)}" width="{width // shrink}" '
+            f'height="{height // shrink}" data-file="{escape(item.path)}">'
+            f"<figcaption>{escape(item.caption)}</figcaption></figure>")
 
 
 def data_uri(path: str | os.PathLike) -> str:

@@ -49,15 +49,16 @@ def test_an_upload_wins_over_the_sample(explorer, tmp_path):
 def test_uploads_over_the_limit_are_refused(explorer, tmp_path):
     upload = tmp_path / "big.png"
     upload.write_bytes(b"\x89PNG" + b"\0" * 30_000)
-    with pytest.raises(UserError, match="the limit is 0.02 MB"):
+    with pytest.raises(UserError, match="big.png is 0.0286 MB; the limit is 0.0191 MB"):
         explorer.run(str(upload), None, **SETTINGS)
 
 
 def test_non_images_are_refused_with_a_clear_message(explorer, tmp_path):
     upload = tmp_path / "notes.png"
     upload.write_text("shopping list")
-    with pytest.raises(UserError, match="not a recognised image format.*Upload a PNG, JPEG"):
+    with pytest.raises(UserError, match="not a recognised image format.*Upload a PNG, JPEG") as raised:
         explorer.run(str(upload), None, **SETTINGS)
+    assert str(tmp_path) not in str(raised.value) and "notes.png" in str(raised.value)
 
 
 def test_nothing_chosen(explorer):

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
-from .explorer import ORDERS, Explorer, UserError  # noqa: E402
+from .explorer import MB, ORDERS, Explorer, UserError  # noqa: E402
 
 TITLE = "COMiT: what the message knows, crop by crop"
 INTRO = ("Upload an image (or pick a sample). The model looks at it one crop at a time and rewrites its message "
@@ -35,7 +35,7 @@ def build(explorer: Explorer) -> gr.Blocks:
         trace = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                upload = gr.File(label=f"Image (at most {explorer.max_upload_bytes / 1e6:g} MB)", file_types=["image"],
+                upload = gr.File(label=f"Image (at most {explorer.max_upload_bytes / MB:g} MB)", file_types=["image"],
                                  type="filepath", elem_id="upload")
                 sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a bundled sample",
                                      elem_id="sample")
@@ -67,7 +67,9 @@ def build(explorer: Explorer) -> gr.Blocks:
                 result = explorer.run(upload_path, sample_name, model_name, order_name, crops, use_global, num_steps,
                                       weight, seed_value)
             except UserError as error:
-                raise gr.Error(str(error)) from None
+                # Say what was wrong where the results appear, and keep the last good pictures.
+                gr.Warning(str(error))
+                return (*[gr.skip()] * 7, f"**Not run:** {error}")
             return (result.trace, result.crop_path, result.reconstruction, result.one_step, result.token_ids,
                     result.token, result.attention, result.note)
 

@@ -63,13 +63,13 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to bind (def
           max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload, in MB.")] = DEFAULT_MAX_UPLOAD_MB,
           device: DeviceOption = "cpu"):
     """Start the local web app: upload or pick an image, choose the settings, see what the message knows."""
-    from .explorer import Explorer
+    from .explorer import MB, Explorer
 
     if not 1 <= port <= 65535:
         raise ValueError(f"--port must lie in [1, 65535], got {port}")
     if max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be > 0, got {max_upload_mb}")
-    explorer = Explorer(model or [DEFAULT_MODEL], int(max_upload_mb * 1e6), loader=lambda name: load_model(name, device))
+    explorer = Explorer(model or [DEFAULT_MODEL], int(max_upload_mb * MB), loader=lambda name: load_model(name, device))
     explorer.model(explorer.model_names[0])  # a missing model fails now, before the server starts
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.secho(f"warning: binding {host}: other machines can reach this app (no authentication)", err=True,

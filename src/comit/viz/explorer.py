@@ -20,6 +20,7 @@ from . import figures
 from .trace import Trace, VizSettings, top_tokens, trace_images
 
 ORDERS = ("adaptive", "raster_scan", "random")
+MB = 2**20  # what Gradio's own size message calls a MB, so both messages agree
 
 
 class UserError(ValueError):
@@ -80,7 +81,7 @@ class Explorer:
     def check_upload(self, path: Path) -> None:
         size = os.path.getsize(path)
         if size > self.max_upload_bytes:
-            raise UserError(f"the file is {size / 1e6:.1f} MB; the limit is {self.max_upload_bytes / 1e6:g} MB. "
+            raise UserError(f"{path.name} is {size / MB:.3g} MB; the limit is {self.max_upload_bytes / MB:.3g} MB. "
                             "Upload a smaller image")
 
     # ------------------------------------------------------------------ runs
@@ -92,8 +93,9 @@ class Explorer:
             raise UserError(f"unknown crop order {order!r}: choose one of {', '.join(ORDERS)}")
         try:
             image = load_image(path, net.config.image_size)
-        except ImageLoadError as error:
-            raise UserError(f"{error}. Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image") from None
+        except ImageLoadError as error:  # name the file as the person knows it, not by the server's copy
+            reason = str(error).replace(str(path), path.name)
+            raise UserError(f"{reason}. Upload a PNG, JPEG, WebP, GIF, BMP or TIFF image") from None
         available = net.crops.num_indices(bool(global_crop))
         crops = max(1, min(int(num_crops), available))
         note = "" if crops == int(num_crops) else f"this model has {available} crops; observed all {available}. "

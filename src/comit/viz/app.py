@@ -106,5 +106,8 @@ def launch(explorer: Explorer, host: str, port: int) -> None:
     page = build(explorer)
     # The system's fonts: the default theme would fetch Google Fonts from the visitor's browser.
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-    page.launch(server_name=host, server_port=port, share=False, max_file_size=explorer.max_upload_bytes,
-                show_error=True, ssr_mode=False, mcp_server=False, pwa=False, footer_links=["settings"], theme=theme)
+    _, url, _ = page.launch(server_name=host, server_port=port, share=False, max_file_size=explorer.max_upload_bytes,
+                            show_error=True, ssr_mode=False, mcp_server=False, pwa=False, footer_links=["settings"],
+                            theme=theme, quiet=True, prevent_thread_lock=True)
+    print(f"COMiT app on {url} (models: {', '.join(explorer.model_names)}); Ctrl-C stops it", flush=True)
+    page.block_thread()

@@ -93,7 +93,7 @@ def crop_path(trace: Trace, scale: int | None = None) -> Image.Image:
     if centres:
         middle = (size * scale / 2, size * scale / 2)
         draw_arrow(draw, centres[-1], middle, (128, 128, 128), max(1, width - 1), dashed=True)
-    for centre, step in zip(centres, range(len(centres))):
+    for step, centre in enumerate(centres):
         radius = width + 1
         draw.ellipse([centre[0] - radius, centre[1] - radius, centre[0] + radius, centre[1] + radius],
                      fill=crop_colour(step), outline=BACKGROUND)

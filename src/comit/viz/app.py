@@ -38,7 +38,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                 upload = gr.File(label=f"Image (at most {explorer.max_upload_bytes / MB:g} MB)", file_types=["image"],
                                  type="filepath", elem_id="upload")
                 sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a bundled sample",
-                                     elem_id="sample")
+                                     info="used when no file is uploaded", elem_id="sample")
                 model = gr.Dropdown(explorer.model_names, value=explorer.model_names[0], label="Model", elem_id="model")
                 order = gr.Dropdown(list(ORDERS), value="adaptive", label="Crop order", elem_id="order")
                 num_crops = gr.Slider(1, 10, value=9, step=1, label="Crops to observe", elem_id="num-crops")

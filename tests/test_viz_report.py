@@ -36,6 +36,9 @@ def test_writes_every_figure_and_the_report(tmp_path, traces):
         assert sizes["crop_path.png"] == sizes["reconstruction.png"] == (256, 256)
         overlays = sorted((out / name / "attention").glob("token_*.png"))
         assert len(overlays) == 3 and all(Image.open(p).size == (256, 256) for p in overlays)
+        for path in (out / name).rglob("*.png"):
+            colours = Image.open(path).convert("RGB").getcolors(maxcolors=1 << 20)
+            assert len(colours) > 20, f"{path} is (nearly) blank"
     summary = json.loads((out / "cat" / "trace.json").read_text())
     assert summary["source"] == "a/cat.png"
     assert [crop["index"] for crop in summary["crops"]] == traces[0].crop_indices

@@ -252,6 +252,12 @@ def train(args: Annotated[Optional[list[str]], typer.Argument(
     run_training(args or [], out, resume)
 
 
+from .viz.commands import demo, serve, viz  # noqa: E402  pictures, the demo report, the web app
+
+for _command in (viz, demo, serve):
+    app.command()(friendly_errors(_command))
+
+
 def main() -> None:  # the console script
     app()
 

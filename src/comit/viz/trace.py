@@ -60,6 +60,17 @@ class Trace:
     def num_tokens(self) -> int:
         return int(self.ids.numel())
 
+    @property
+    def empty_id(self) -> int:
+        """The id every position holds before any crop (m0): a token still equal to it said nothing."""
+        return self.codebook_size // 2
+
+    def one_step_psnr(self) -> list[float]:
+        return [psnr(probe, self.image) for probe in self.one_step]
+
+    def reconstruction_psnr(self) -> float:
+        return psnr(self.reconstruction, self.image)
+
 
 def trace_images(model, images: torch.Tensor, settings: VizSettings) -> list[Trace]:
     """Run the crop-by-crop probe on a batch ``[B, 3, S, S]``; one :class:`Trace` per image."""
@@ -91,6 +102,9 @@ def check_settings(model, settings: VizSettings) -> None:
         raise ValueError(f"top tokens must be >= 1, got {settings.top_tokens}")
     if settings.order == "adaptive":
         model.crops.check_num_crops(settings.num_crops, settings.global_crop)
+    elif not (isinstance(settings.order, (list, tuple)) and settings.order and isinstance(settings.order[0], (list, tuple))):
+        # a shared order: check it now, before any image is loaded or traced
+        model.crops.order(settings.order, 1, settings.num_crops, settings.global_crop, torch.Generator())
 
 
 def crop_plan(model, batch: int, settings: VizSettings, generator: torch.Generator) -> torch.Tensor | None:
@@ -113,6 +127,12 @@ def image_trace(model, images, tokens, probes, final, attention, settings: VizSe
                  one_step=[probe[b] for probe in probes], reconstruction=final[b], attention=attention[b],
                  ids=tokens.ids[b], codebook_size=model.codebook_size, global_crop=tokens.global_crop,
                  settings=settings)
+
+
+def psnr(picture: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1], scored in [0, 1] units like saved 8-bit images (clamped)."""
+    error = ((picture.clamp(-1, 1) - reference.clamp(-1, 1)) / 2).pow(2).mean()
+    return float("inf") if error == 0 else float(-10 * torch.log10(error))
 
 
 def top_tokens(attention: torch.Tensor, count: int) -> list[int]:

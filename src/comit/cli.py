@@ -234,6 +234,9 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
 # ---------------------------------------------------------------------- more commands
 # Commands of other parts of the library register themselves here (each module keeps its own
 # options and work; this file only wires them in).
+from .bench.command import bench as _bench  # noqa: E402
+
+app.command(name="bench")(friendly_errors(_bench))
 
 
 def main() -> None:  # the console script

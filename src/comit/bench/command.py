@@ -42,11 +42,15 @@ def bench(out: Annotated[Path, typer.Option("--out", help="Folder for bench.json
 
     if threads < 0:
         raise ValueError(f"--threads must be >= 0, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
     settings = BenchSettings(size=size, device=device, batch=batch, repeats=repeats, warmup=warmup,
                              precision=precision, compile=compile, geometry=geometry, attention=_names(attention),
                              sections=_names(sections), forward_batches=_integers(forward_batches, "--forward-batches"))
-    result = run_benchmark(settings.check())
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = run_benchmark(settings.check())
+    finally:
+        torch.set_num_threads(previous_threads)
     json_path, md_path = write_results(result, out)
     typer.echo(f"wrote {json_path} and {md_path} ({result['wall_s']:.0f} s)")

@@ -253,3 +253,26 @@ def test_masks_cached_during_inference_serve_training_too(model, images):
     out.message.sum().backward()
     assert model.predictor.blocks[0].attn.qkv.weight.grad is not None
     model.predictor.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------- SD-VAE memory layout
+def test_sd_vae_channels_last_inputs_change_nothing():
+    from diffusers import AutoencoderKL
+
+    from comit.model.autoencoders import SDVAE
+
+    torch.manual_seed(0)
+    small = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                          up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=32,
+                          layers_per_block=1).eval()
+    fast, plain = SDVAE(vae=small, sample_posterior=False), SDVAE(vae=small, sample_posterior=False, channels_last=False)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        latents = fast.encode(images)
+        assert_same(latents, plain.encode(images))
+        decoded = fast.decode(latents)
+        assert_same(decoded, plain.decode(latents))
+    assert latents.is_contiguous() and decoded.is_contiguous()  # callers get the default layout back
+    sampled = [SDVAE(vae=small, channels_last=flag).encode(images, generator=torch.Generator().manual_seed(2))
+               for flag in (True, False)]
+    assert_same(*sampled)  # the same posterior draws

@@ -16,11 +16,14 @@ and autoencoder (it is NOT the released code):
   the benchmark can price them separately.
 
 Both run under ``torch.no_grad`` (not inference mode), the conservative guess for the released
-code. Results equal ``COMiT.tokenize`` / ``COMiT.detokenize`` (same crop orders, same tokens,
+code, with the SD-VAE in its default memory layout (see :func:`default_vae_layout`). Results equal ``COMiT.tokenize`` / ``COMiT.detokenize`` (same crop orders, same tokens,
 same images to float round-off): ``tests/test_fast_paths.py`` checks that.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -29,6 +32,19 @@ from ..model.comit import COMiT, Tokens
 from ..model.crops import step_offsets
 from ..model.guidance import APGuidance
 from ..model.solvers import integrate
+
+
+@contextmanager
+def default_vae_layout(model: COMiT) -> Iterator[None]:
+    """Turn off the SD-VAE's channels-last inputs (our fast path) for a while."""
+    previous = getattr(model.vae, "channels_last", None)
+    if previous is not None:
+        model.vae.channels_last = False
+    try:
+        yield
+    finally:
+        if previous is not None:
+            model.vae.channels_last = previous
 
 
 @torch.no_grad()
@@ -66,6 +82,12 @@ def tokenize_adaptive(model: COMiT, images: torch.Tensor, noise: torch.Tensor, n
                       global_crop: bool = False, generator: torch.Generator | None = None) -> Tokens:
     """The adaptive order as the released code computes it (see the module docstring); one
     visited mask per image, as in ``COMiT.tokenize``."""
+    with default_vae_layout(model):
+        return _tokenize_adaptive(model, images, noise, num_crops, global_crop, generator)
+
+
+def _tokenize_adaptive(model: COMiT, images: torch.Tensor, noise: torch.Tensor, num_crops: int,
+                       global_crop: bool, generator: torch.Generator | None) -> Tokens:
     images = images.to(model.device, torch.float32)
     noise = noise.to(model.device, torch.float32)
     batch = images.shape[0]
@@ -122,4 +144,7 @@ def detokenize(model: COMiT, messages: torch.Tensor, offsets: torch.Tensor, nois
     offsets = offsets.to(model.device, torch.float32)
     velocity = velocity_function(model, messages, offsets, cfg_weight, momentum, **fast_paths)
     latents = integrate(velocity, noise.to(model.device, torch.float32), num_steps, "euler")
-    return model.vae.decode(latents).float() if decode else latents
+    if not decode:
+        return latents
+    with default_vae_layout(model):
+        return model.vae.decode(latents).float()

@@ -21,19 +21,25 @@ def _integers(value: str, option: str) -> tuple[int, ...]:
         raise ValueError(f"{option} takes comma-separated integers, e.g. 1,4; got {value!r}") from None
 
 
-def bench(out: Annotated[Path, typer.Option("--out", help="Folder for bench.json and bench.md.")],
-          size: Annotated[str, typer.Option("--size", help="tiny | S | B | L | XL.")] = "tiny",
-          device: Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")] = "cpu",
-          batch: Annotated[int, typer.Option("--batch", help="Images per call for tokenize/detokenize.")] = 1,
-          repeats: Annotated[int, typer.Option("--repeats", help="Timed repeats (median and spread).")] = 3,
-          warmup: Annotated[int, typer.Option("--warmup", help="Extra untimed rounds after the counted warm-up run.")] = 0,
-          precision: Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; not exact).")] = "fp32",
-          compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the transformer.")] = False,
-          geometry: Annotated[str, typer.Option("--geometry", help="auto | paper | small (auto: small for tiny).")] = "auto",
-          attention: Annotated[str, typer.Option("--attention", help="Attention modes to measure.")] = ",".join(ATTENTION_MODES),
-          sections: Annotated[str, typer.Option("--sections", help="Sections to run.")] = ",".join(SECTIONS),
-          forward_batches: Annotated[str, typer.Option("--forward-batches", help="Batch sizes of the forward section.")] = "1,4",
-          threads: Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default).")] = 0):
+Out = Annotated[Path, typer.Option("--out", help="Folder for bench.json and bench.md.")]
+Size = Annotated[str, typer.Option("--size", help="tiny | S | B | L | XL.")]
+Device = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]
+Batch = Annotated[int, typer.Option("--batch", help="Images per call for tokenize/detokenize.")]
+Repeats = Annotated[int, typer.Option("--repeats", help="Timed repeats (median and spread).")]
+Warmup = Annotated[int, typer.Option("--warmup", help="Untimed rounds after the counted warm-up run.")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; not exact).")]
+Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the transformer.")]
+Geometry = Annotated[str, typer.Option("--geometry", help="auto | paper | small (auto: small for tiny).")]
+Attention = Annotated[str, typer.Option("--attention", help="Attention modes to measure.")]
+Sections = Annotated[str, typer.Option("--sections", help="Sections to run.")]
+ForwardBatches = Annotated[str, typer.Option("--forward-batches", help="Batch sizes of the forward section.")]
+Threads = Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default).")]
+
+
+def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 1, repeats: Repeats = 3,
+          warmup: Warmup = 0, precision: Precision = "fp32", compile: Compile = False, geometry: Geometry = "auto",
+          attention: Attention = ",".join(ATTENTION_MODES), sections: Sections = ",".join(SECTIONS),
+          forward_batches: ForwardBatches = "1,4", threads: Threads = 0):
     """Benchmark on random weights: peak, forward, tokenize, detokenize, fast paths, training step."""
     import torch
 

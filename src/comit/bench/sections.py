@@ -149,7 +149,8 @@ def forward_section(ctx: Context) -> list[dict]:
                 seconds = results["forward"]["seconds"]
                 peak = gemm_work / results["gemm"]["seconds"] / 1e9
                 achieved = flops.total / seconds / 1e9
-                rows.append({"attention": mode, "kind": kind, "batch": batch, "tokens_per_sample": flops.tokens // batch,
+                rows.append({"attention": mode, "kind": kind, "batch": batch,
+                             "tokens_per_sample": flops.tokens // batch,
                              "flops": flops.as_dict(), "timing": results["forward"]["timing"],
                              "ms": 1e3 * seconds, "gflops": achieved, "peak_gflops": peak,
                              "pct_of_peak": 100 * achieved / peak,
@@ -275,6 +276,8 @@ def fast_paths_section(ctx: Context) -> dict:
                               plain(7.5, batch_passes=False, skip_unconditional_at_1=True), max_abs_diff,
                               note="one guided velocity at w=7.5: cond+uncond as one call of 2B vs two calls of B"))
     rows.append(inference_mode_row(ctx, decode_args))
+    if getattr(model.vae, "channels_last", False) and ctx.device.type == "cpu":
+        rows += vae_layout_rows(ctx, mode)
     if ctx.settings.precision == "fp32":
         rows.append(fast_path_row(ctx, "bf16_autocast", mode, lambda: _bf16(ctx, decode_args),
                                   lambda: model.predictor(*decode_args, with_queries=False),
@@ -286,6 +289,21 @@ def fast_paths_section(ctx: Context) -> dict:
                                   note="opt-in: compiled vs eager decoding call"))
     units = unit_costs(ctx)
     return {"rows": rows, "unit_costs_ms": units, "adaptive_attribution": adaptive_attribution(units, ctx)}
+
+
+def vae_layout_rows(ctx: Context, mode: str) -> list[dict]:
+    """SD-VAE decode and whole-image encode with channels-last inputs vs the default layout."""
+    vae, latents, images = ctx.model.vae, ctx.inputs.noise, ctx.inputs.images
+
+    def plain(function):
+        def run():
+            with baseline.default_vae_layout(ctx.model):
+                return function()
+        return run
+
+    return [fast_path_row(ctx, f"vae_channels_last_{name}", mode, function, plain(function), max_abs_diff,
+                          note=f"SD-VAE {name} with channels-last input vs the default layout")
+            for name, function in (("decode", lambda: vae.decode(latents)), ("encode", lambda: vae.encode(images)))]
 
 
 def _bf16(ctx: Context, args: tuple) -> torch.Tensor:

@@ -96,7 +96,7 @@ def test_tiny_bench_writes_every_field(tmp_path):
     paths = {r["fast_path"] for r in data["fast_paths"]["rows"]}
     assert {"fused_attention", "drop_queries", "skip_unconditional_at_w1", "batch_guidance_passes",
             "inference_mode", "bf16_autocast"} <= paths
-    assert data["fast_paths"]["adaptive_attribution"]
+    assert data["fast_paths"]["adaptive_attribution"]["rows"]
     train = data["train"]
     assert train.get("status") == "unavailable" or all(
         {"images_per_s", "pct_of_peak", "peak_memory_mb"} <= set(r) for r in train["rows"])

@@ -16,8 +16,9 @@ and autoencoder (it is NOT the released code):
   the benchmark can price them separately.
 
 Both run under ``torch.no_grad`` (not inference mode), the conservative guess for the released
-code, with the SD-VAE in its default memory layout (see :func:`default_vae_layout`). Results equal ``COMiT.tokenize`` / ``COMiT.detokenize`` (same crop orders, same tokens,
-same images to float round-off): ``tests/test_fast_paths.py`` checks that.
+code, with the SD-VAE in its default memory layout (see :func:`default_vae_layout`). Results
+equal ``COMiT.tokenize`` / ``COMiT.detokenize`` (same crop orders, same tokens, same images to
+float round-off): ``tests/test_fast_paths.py`` checks that.
 """
 
 from __future__ import annotations

@@ -74,7 +74,9 @@ def markdown_report(result: dict) -> str:
             f"{name} {ms:,.1f}" for name, ms in fast["unit_costs_ms"].items()) + "\n\n" + table(
             ["attention", "fast path", "saved ms / batch", "share of the baseline"],
             [[r["attention"], r["fast_path"], r["saved_ms"], f"{100 * r['share_of_baseline']:.0f}%"]
-             for r in fast["adaptive_attribution"]]))
+             for r in fast["adaptive_attribution"]["rows"]]) + "\nEstimated from unit costs (ms / batch): " + ", ".join(
+            f"{mode}: baseline {e['baseline_ms']:,.0f}, ours {e['ours_ms']:,.0f}"
+            for mode, e in fast["adaptive_attribution"]["estimates"].items()) + "\n")
     if "train" in result:
         train = result["train"]
         if train.get("status") == "unavailable":

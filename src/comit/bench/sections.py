@@ -324,7 +324,8 @@ def inference_mode_row(ctx: Context, args: tuple) -> dict:
 
 
 def unit_costs(ctx: Context) -> dict:
-    """Median ms of the pieces the adaptive policy is made of, at the run's batch size."""
+    """Median ms of the pieces the adaptive policy is made of, at the run's batch size (VAE pieces
+    also in the default layout when the channels-last fast path applies)."""
     model, batch, seed = ctx.model, ctx.settings.batch, ctx.settings.seed
     crop_side, full_side = latent_sides(model)
     encode_args = predictor_inputs(model, batch, crop_side, seed)
@@ -333,6 +334,9 @@ def unit_costs(ctx: Context) -> dict:
     functions = {"vae_encode_crop": lambda: encode(model.vae, crop),
                  "vae_encode_image": lambda: encode(model.vae, ctx.inputs.images),
                  "vae_decode_image": lambda: model.vae.decode(ctx.inputs.noise)}
+    if getattr(model.vae, "channels_last", False) and ctx.device.type == "cpu":
+        for name in list(functions):
+            functions[f"{name}_default_layout"] = lambda f=functions[name]: _default_layout(model, f)
     for mode in ctx.settings.attention:
         functions[f"{mode}:write_call"] = lambda m=mode: _in_mode(model, m, lambda: model.predictor(*encode_args))
         functions[f"{mode}:recon_call"] = lambda m=mode: _in_mode(
@@ -348,27 +352,39 @@ def _in_mode(model: COMiT, mode: str, function: Callable) -> object:
         return function()
 
 
-def adaptive_attribution(units: dict, ctx: Context, crops: int = ADAPTIVE_CROPS) -> list[dict]:
-    """What each adaptive-policy fast path saves, priced with the measured unit costs, in the
-    order they are applied to the released pattern (see comit.bench.baseline)."""
-    rows = []
+def _default_layout(model: COMiT, function: Callable) -> object:
+    with baseline.default_vae_layout(model):
+        return function()
+
+
+def adaptive_attribution(units: dict, ctx: Context, crops: int = ADAPTIVE_CROPS) -> dict:
+    """What each adaptive-policy fast path saves per batch, priced with the measured unit costs,
+    applied one after the other to the released pattern (see comit.bench.baseline). The two
+    estimates can be set against the measured tokenize times."""
+    rows, estimates = [], {}
     retokenized = crops * (crops + 1) // 2  # prefixes 1..K, re-tokenized before each choice
+    encode_crop, decode = units["vae_encode_crop"], units["vae_decode_image"]
+    plain_encode = units.get("vae_encode_crop_default_layout", encode_crop)
+    plain_decode = units.get("vae_decode_image_default_layout", decode)
     for mode in ctx.settings.attention:
         write, recon_q = units[f"{mode}:write_call"], units[f"{mode}:recon_call_with_queries"]
         recon = units[f"{mode}:recon_call"]
-        encode_crop, decode = units["vae_encode_crop"], units["vae_decode_image"]
         steps = [
             ("carry the message instead of re-tokenizing each prefix (and re-encoding its crops)",
-             retokenized * (write + encode_crop)),
-            ("no reconstruction after the last crop", 2 * recon_q + decode),
+             retokenized * (write + plain_encode)),
+            ("no reconstruction after the last crop", 2 * recon_q + plain_decode),
             ("no unconditional pass at guidance weight 1", (crops - 1) * recon_q),
             ("drop the queries in the reconstruction call (hard mode only)", (crops - 1) * (recon_q - recon)),
+            ("channels-last SD-VAE inputs",
+             crops * (plain_encode - encode_crop) + (crops - 1) * (plain_decode - decode)),
         ]
-        baseline_ms = (retokenized + crops) * (write + encode_crop) + crops * (2 * recon_q + decode)
+        baseline_ms = (retokenized + crops) * (write + plain_encode) + crops * (2 * recon_q + plain_decode)
+        estimates[mode] = {"baseline_ms": baseline_ms,
+                           "ours_ms": crops * (write + encode_crop) + (crops - 1) * (recon + decode)}
         for label, saved in steps:
             rows.append({"attention": mode, "fast_path": label, "saved_ms": saved,
                          "share_of_baseline": saved / baseline_ms})
-    return rows
+    return {"rows": rows, "estimates": estimates}
 
 
 def train_section(ctx: Context) -> dict:

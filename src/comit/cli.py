@@ -234,6 +234,24 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
 # ---------------------------------------------------------------------- more commands
 # Commands of other parts of the library register themselves here (each module keeps its own
 # options and work; this file only wires them in).
+from .eval.commands import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+@friendly_errors
+def train(args: Annotated[Optional[list[str]], typer.Argument(
+              help="[CONFIG] [key=value ...]: a shipped config name or YAML path, then overrides "
+                   "such as max_steps=100 batch_size=8 optim.lr=1e-4.")] = None,
+          out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<name>).")] = None,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False):
+    """Train a COMiT model (under torchrun: one process per GPU, DDP)."""
+    from .train.cli import run_training
+
+    run_training(args or [], out, resume)
+
+
 from .bench.command import bench as _bench  # noqa: E402
 
 app.command(name="bench")(friendly_errors(_bench))

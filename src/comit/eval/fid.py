@@ -116,6 +116,7 @@ class FID:
     def __init__(self, feature_extractor: nn.Module | None = None, *, feature: int = 2048):
         self.feature_extractor = feature_extractor
         self._inception = _inception_fid(feature) if feature_extractor is None else None
+        self._inception_dim = feature
         self.reset()
 
     def reset(self) -> None:
@@ -123,6 +124,14 @@ class FID:
         self._fake = _FeatureStats()
         if self._inception is not None:
             self._inception.reset()
+
+    @property
+    def feature_dim(self) -> int | None:
+        """Size D of the features (None for a custom extractor that has seen no image yet).
+        Fewer images than D per side leave the covariance rank-deficient."""
+        if self._inception is not None:
+            return self._inception_dim
+        return None if self._real.sum is None else int(self._real.sum.shape[0])
 
     def to(self, device: torch.device | str) -> FID:
         """Move the standard Inception network (a custom extractor is left where it is)."""

@@ -32,16 +32,28 @@ class AttentionProbe(nn.Module):
         num_positions: maximum message length M (one learned position embedding each).
         dim, heads, depth, mlp_ratio, dropout: transformer width, heads, layers (pre-norm),
             MLP expansion and dropout.
+        question_vocab, question_length: a probe that answers a question about the message
+            (e.g. "where is object a relative to object b?") reads ``question_length`` extra ids
+            in ``[0, question_vocab)`` appended after the message; see :func:`append_question`.
+            They get their own embedding and positions, so they never mix with message ids.
     """
 
     def __init__(self, num_classes: int, input: InputKind = "ids", vocab_size: int = 64000,
                  code_dim: int = 6, num_positions: int = 256, dim: int = 128, heads: int = 4,
-                 depth: int = 2, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+                 depth: int = 2, mlp_ratio: float = 4.0, dropout: float = 0.0,
+                 question_vocab: int = 0, question_length: int = 0) -> None:
         super().__init__()
         if input not in ("ids", "codes"):
             raise ValueError(f'input must be "ids" or "codes", got {input!r}')
+        if question_length < 0 or (question_length > 0) != (question_vocab > 0):
+            raise ValueError(f"question_vocab and question_length must both be > 0 (a question) "
+                             f"or both 0, got {question_vocab} and {question_length}")
         self.input = input
         self.num_positions = num_positions
+        self.question_length = question_length
+        if question_length:
+            self.question_embed = nn.Embedding(question_vocab, dim)
+            self.question_pos = nn.Parameter(torch.randn(1, question_length, dim) * 0.02)
         self.embed = nn.Embedding(vocab_size, dim) if input == "ids" else nn.Linear(code_dim, dim)
         self.pos_embed = nn.Parameter(torch.randn(1, num_positions, dim) * 0.02)
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -56,6 +68,23 @@ class AttentionProbe(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.head.out_features
+
+    def _split_question(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Message part and question ids ``[B, question_length]`` (None without a question)."""
+        if not self.question_length:
+            return x, None
+        if x.shape[1] <= self.question_length:
+            raise ValueError(f"input of length {x.shape[1]} holds no message before its "
+                             f"{self.question_length} question positions")
+        tail = x[:, -self.question_length:]
+        question = tail[..., 0] if self.input == "codes" else tail
+        if question.is_floating_point():
+            question = question.round().long()
+        vocab = self.question_embed.num_embeddings
+        if question.numel() and (question.min() < 0 or question.max() >= vocab):
+            raise ValueError(f"question ids must lie in [0, {vocab}), got range "
+                             f"[{int(question.min())}, {int(question.max())}]")
+        return x[:, :-self.question_length], question
 
     def _check(self, x: torch.Tensor) -> None:
         if self.input == "codes" and (x.ndim != 3 or not x.dtype.is_floating_point):
@@ -75,14 +104,36 @@ class AttentionProbe(nn.Module):
                              f"{self.num_positions}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``[B, num_classes]`` for ids ``[B, M]`` or codes ``[B, M, D]``."""
+        """Class logits ``[B, num_classes]`` for ids ``[B, M]`` or codes ``[B, M, D]`` (with a
+        question appended when the probe has one)."""
+        x, question = self._split_question(x)
         self._check(x)
         tokens = self.embed(x) + self.pos_embed[:, :x.shape[1]]
         # The query carries no position: it is the single slot the head reads from.
-        h = torch.cat([self.query.expand(x.shape[0], -1, -1), tokens], dim=1)
+        parts = [self.query.expand(x.shape[0], -1, -1), tokens]
+        if question is not None:
+            parts.append(self.question_embed(question) + self.question_pos)
+        h = torch.cat(parts, dim=1)
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h[:, 0]))
+
+
+def append_question(inputs: torch.Tensor, questions: torch.Tensor) -> torch.Tensor:
+    """Append question ids ``[B, L]`` to messages: ids ``[B, M]`` -> ``[B, M + L]``; codes
+    ``[B, M, D]`` -> ``[B, M + L, D]`` with each id in channel 0 of its extra position.
+
+    One tensor per sample keeps :func:`train_probe` and :func:`evaluate_probe` unchanged: they
+    only index rows. Build the probe with ``question_vocab`` and ``question_length=L``.
+    """
+    if questions.ndim != 2 or questions.shape[0] != inputs.shape[0]:
+        raise ValueError(f"questions must be [B, L] for {inputs.shape[0]} inputs, got "
+                         f"{tuple(questions.shape)}")
+    if inputs.ndim == 2:
+        return torch.cat([inputs, questions.to(inputs.dtype)], dim=1)
+    extra = inputs.new_zeros(inputs.shape[0], questions.shape[1], inputs.shape[2])
+    extra[..., 0] = questions.to(inputs.dtype)
+    return torch.cat([inputs, extra], dim=1)
 
 
 @dataclass
@@ -138,7 +189,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay weight matrices only: biases, norms, positions and the query are exempt."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        exempt = param.ndim < 2 or name in ("pos_embed", "query")
+        exempt = param.ndim < 2 or name in ("pos_embed", "query", "question_pos")
         (no_decay if exempt else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]

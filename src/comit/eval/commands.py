@@ -1,0 +1,308 @@
+"""``comit eval ...``: thin typer wrappers over the evaluation functions.
+
+Each command loads the model and data, calls one ``evaluate_*`` function (the same ones Python
+callers use), and writes ``OUT/results.json``, ``OUT/results.md`` and PNG plots. The helpers
+shared with the main CLI (one-line errors, model loading, order parsing) are imported from
+``comit.cli`` when a command runs, so importing this module never imports the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                       help="Measure reconstruction, probes, token-object alignment and crop-budget curves.")
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:key=value,...' or an image folder.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate (train | val; folders: a sub-folder).")]
+NumImagesOpt = Annotated[Optional[int], typer.Option("--num-images", "-n", help="Evaluate the first N images (default: all).")]
+OrderOpt = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
+NumCropsOpt = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default 3; a list: all of it).")]
+GlobalOpt = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Decoding steps.")]
+CfgOpt = Annotated[float, typer.Option("--cfg", help="Guidance weight (0 or 1: no guidance pass).")]
+SolverOpt = Annotated[str, typer.Option("--solver", help="euler | heun | midpoint.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (per image).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
+FidOpt = Annotated[str, typer.Option("--fid-features", help="inception | none | shapes-teacher[:DIR] | hf:HUB_ID | "
+                                                         "python:package.module:name (see docs/evaluation.md).")]
+MasksOpt = Annotated[Optional[Path], typer.Option("--masks", help="Folder of ground-truth masks for --data FOLDER.")]
+LayerOpt = Annotated[int, typer.Option("--layer", help="Transformer block whose attention is read (negative: from the end).")]
+TimesOpt = Annotated[str, typer.Option("--times", help="Flow times the maps are averaged over, e.g. 0.25,0.5,0.75.")]
+HeadsOpt = Annotated[str, typer.Option("--heads", help="mean | max | a head index.")]
+DirectionOpt = Annotated[str, typer.Option("--direction", help="token_to_patch | patch_to_token.")]
+QOpt = Annotated[str, typer.Option("--q", help="Top-Q percentages the score is averaged over.")]
+LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns image,label[,split] (probe on any images).")]
+TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="semantic,compositional,relational (shapes) or classes.")]
+NumTrainOpt = Annotated[Optional[int], typer.Option("--num-train", help="Probe-training images (default: all).")]
+ProbeInputOpt = Annotated[str, typer.Option("--probe-input", help="ids (learned embedding) | codes (FSQ codes).")]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Most probe epochs (early stopping may end sooner).")]
+PatienceOpt = Annotated[int, typer.Option("--patience", help="Epochs without validation gain before stopping.")]
+HoldoutOpt = Annotated[float, typer.Option("--holdout-fraction", help="Share of concept pairs held out (compositional).")]
+OrdersOpt = Annotated[str, typer.Option("--orders", help="Orders to compare, comma-separated.")]
+GlobalModesOpt = Annotated[str, typer.Option("--global", help="both | on | off: policies with / without the global crop.")]
+CountsOpt = Annotated[Optional[str], typer.Option("--crop-counts", help="Crop counts to measure, e.g. 1,2,3,5,9 (default: all).")]
+MetricsOpt = Annotated[Optional[str], typer.Option("--metrics", help="recon,align,probe (default: what the data allows).")]
+
+
+def _friendly(command):
+    """The main CLI's one-line errors, looked up when the command runs (no import cycle)."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        from ..cli import friendly_errors
+
+        return friendly_errors(command)(*args, **kwargs)
+
+    return wrapper
+
+
+def _model(name: str, device: str):
+    from ..cli import load_model
+
+    return load_model(name, device)
+
+
+def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batch_size):
+    from ..cli import parse_order
+    from .common import EvalSettings
+
+    order_value = parse_order(order)
+    if num_crops is None and isinstance(order_value, str):
+        num_crops = 3
+    return EvalSettings(order=order_value, num_crops=num_crops, global_crop=global_crop, steps=steps, cfg=cfg,
+                        solver=solver, seed=seed, batch_size=batch_size)
+
+
+def _align_settings(layer, times, heads, direction, q):
+    from .common import parse_numbers
+    from .run_align import AlignSettings
+
+    return AlignSettings(layer=layer, times=parse_numbers(times, float, "--times"),
+                         heads=int(heads) if heads.lstrip("-").isdigit() else heads, direction=direction,
+                         qs=parse_numbers(q, float, "--q"))
+
+
+def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed):
+    from .run_probe import ProbeSettings
+
+    names = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None
+    return ProbeSettings(tasks=names, input=probe_input, epochs=epochs, patience=patience,
+                         holdout_fraction=holdout, seed=seed)
+
+
+def _finish(ctx: typer.Context, results: dict, model: str, data: str, device, started: float) -> dict:
+    from .report import provenance
+
+    return {"model": model, "data": data, **results,
+            "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
+
+
+def _command_line(ctx: typer.Context) -> list[str]:
+    """The running command with every option spelled out (defaults included): rerunning it
+    repeats the evaluation even if a default changes later."""
+    words = ["comit", "eval", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or param.param_type_name != "option":
+            continue
+        if param.is_flag:
+            words.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            words += [param.opts[0], str(value)]
+    return words
+
+
+def _say(out: Path, summary: str) -> None:
+    typer.echo(summary)
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+# ---------------------------------------------------------------------- commands
+@eval_app.command()
+@_friendly
+def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
+          num_images: NumImagesOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+          global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
+          fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
+          device: DeviceOpt = "cpu"):
+    """PSNR, SSIM, rFID and codebook usage of reconstructions."""
+    from .common import load_dataset
+    from .run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
+
+    started = time.perf_counter()
+    net = _model(model, device)
+    settings = _settings(order, num_crops, global_crop, steps, cfg, solver, seed, batch_size)
+    dataset = load_dataset(data, net.config.image_size, split, num_images)
+    results = _finish(ctx, evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
+    write_recon_report(out, results, reconstruction_examples(net, dataset, settings))
+    m = results["metrics"]
+    rfid = "n/a" if m["rfid"] is None else f"{m['rfid']:.3f}"
+    _say(out, f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim'] if m['ssim'] is None else round(m['ssim'], 4)}, "
+              f"rFID {rfid}, perplexity {m['codebook_perplexity']:.1f} over {m['num_images']} images")
+
+
+@eval_app.command()
+@_friendly
+def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
+          split: SplitOpt = "val", num_images: NumImagesOpt = None, order: OrderOpt = "adaptive",
+          num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
+          times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
+          q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+    """Token-object alignment: best-token IoU of top-Q attention maps with object masks."""
+    from .common import load_dataset
+    from .run_align import evaluate_alignment, write_align_report
+
+    started = time.perf_counter()
+    net = _model(model, device)
+    settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
+    dataset = load_dataset(data, net.config.image_size, split, num_images, masks=masks)
+    align_settings = _align_settings(layer, times, heads, direction, q)
+    results = _finish(ctx, evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
+    write_align_report(out, results)
+    m = results["metrics"]
+    _say(out, f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}), per object "
+              f"{m['miou_object']:.4f} (random {m['random_miou_object']:.4f}) over {m['num_images']} images")
+
+
+@eval_app.command()
+@_friendly
+def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
+          tasks: TasksOpt = None, num_train: NumTrainOpt = None, num_images: NumImagesOpt = None,
+          order: OrderOpt = "raster_scan", num_crops: Annotated[Optional[int], typer.Option(
+              "--num-crops", help="Crops to observe (default 1: with --global-crop, the global crop only).")] = 1,
+          global_crop: Annotated[bool, typer.Option("--global-crop/--no-global-crop",
+                                                    help="Observe the whole image first (the paper probes it alone).")] = True,
+          probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
+          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+    """Attention probes on frozen messages: semantic, compositional, relational (shapes) or classes."""
+    from .run_probe import evaluate_probes, probe_datasets, write_probe_report
+
+    started = time.perf_counter()
+    net = _model(model, device)
+    settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
+    train, test, classes = probe_datasets(data, net.config.image_size, labels, num_train, num_images, seed=seed)
+    probe_settings = _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed)
+    results = _finish(ctx, evaluate_probes(net, train, test, settings, probe_settings, classes), model, data,
+                      net.device, started)
+    write_probe_report(out, results)
+    scores = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in results["metrics"].items())
+    _say(out, scores)
+
+
+@eval_app.command()
+@_friendly
+def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
+          labels: LabelsOpt = None, split: SplitOpt = "val", num_images: NumImagesOpt = None,
+          num_train: NumTrainOpt = None, orders: OrdersOpt = "raster_scan,random,adaptive",
+          global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = None, metrics: MetricsOpt = None,
+          steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler", fid_features: FidOpt = "none",
+          layer: LayerOpt = -1, times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean",
+          direction: DirectionOpt = "token_to_patch", q: QOpt = "10,20,30,40,50", tasks: TasksOpt = None,
+          probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
+          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+    """Every metric against the number of crops, per order, with and without the global crop."""
+    from .common import load_dataset, parse_numbers
+    from .run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
+    from .run_probe import probe_datasets
+
+    started = time.perf_counter()
+    net = _model(model, device)
+    settings = _settings("adaptive", None, False, steps, cfg, solver, seed, batch_size)
+    families = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    curves = CurveSettings(orders=[o.strip() for o in orders.split(",") if o.strip()],
+                           global_crop=_global_modes(global_modes),
+                           crop_counts=parse_numbers(crop_counts, int, "--crop-counts") if crop_counts else None,
+                           metrics=families)
+    wants_probe = "probe" in families if families else (labels is not None or _is_shapes(data)) and masks is None
+    if wants_probe:  # the probes' own test images, so probe-training and test images never overlap
+        probe_train, dataset, _ = probe_datasets(data, net.config.image_size, labels, num_train, num_images,
+                                                 seed=seed)
+    else:
+        probe_train, dataset = None, load_dataset(data, net.config.image_size, split, num_images, masks=masks)
+    results = evaluate_crop_curves(net, dataset, settings, curves, fid_features,
+                                   _align_settings(layer, times, heads, direction, q), probe_train,
+                                   _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed))
+    results = _finish(ctx, results, model, data, net.device, started)
+    write_crops_report(out, results)
+    _say(out, f"{len(results['rows'])} points ({', '.join(results['metrics'])})")
+
+
+def _global_modes(text: str) -> tuple[bool, ...]:
+    modes = {"both": (False, True), "on": (True,), "off": (False,)}
+    if text not in modes:
+        raise ValueError(f"--global must be both, on or off, got {text!r}")
+    return modes[text]
+
+
+def _is_shapes(data: str) -> bool:
+    return data.strip() == "shapes" or data.strip().startswith("shapes:")
+
+
+@eval_app.command("all")
+@_friendly
+def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes",
+         masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = None,
+         num_train: NumTrainOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+         global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
+         fid_features: FidOpt = "inception", crop_counts: CountsOpt = None,
+         crop_images: Annotated[Optional[int], typer.Option(
+             "--crop-images", help="Images for the crop curves, the costliest part (default: --num-images).")] = None,
+         epochs: EpochsOpt = 50, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+    """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md."""
+    started = time.perf_counter()
+    common = dict(model=model, data=data, num_images=num_images, seed=seed, batch_size=batch_size, device=device)
+    policy = dict(order=order, num_crops=num_crops, global_crop=global_crop)
+    decoding = dict(steps=steps, cfg=cfg, solver=solver)
+    runs = {"recon": lambda o: recon(ctx, o, **common, **policy, **decoding, fid_features=fid_features)}
+    if masks is not None or _is_shapes(data):  # otherwise there is no ground truth to align with
+        runs["align"] = lambda o: align(ctx, o, masks=masks, **common, **policy)
+    if labels is not None or _is_shapes(data) or _has_class_folders(data):
+        runs["probe"] = lambda o: probe(ctx, o, labels=labels, num_train=num_train, epochs=epochs, **common)
+    runs["crops"] = lambda o: crops(ctx, o, masks=masks, labels=labels, num_train=num_train, crop_counts=crop_counts,
+                                    epochs=epochs, **{**common, "num_images": crop_images or num_images}, **decoding)
+    parts = {}
+    for name, run in runs.items():
+        run(out / name)
+        parts[name] = json.loads((out / name / "results.json").read_text())
+    write_suite_report(ctx, out, parts, model, data, started)
+
+
+def _has_class_folders(data: str) -> bool:
+    root = Path(data)
+    return root.is_dir() and any(child.is_dir() and not child.name.startswith(".") for child in root.iterdir())
+
+
+def write_suite_report(ctx: typer.Context, out: Path, parts: dict, model: str, data: str, started: float) -> None:
+    """OUT/results.json and results.md: each part's headline numbers, time and a link to its report."""
+    from .report import markdown_report, markdown_table, provenance, write_results
+
+    headline = {"recon": ["psnr", "ssim", "rfid", "codebook_perplexity"],
+                "align": ["miou_image", "miou_object", "random_miou_image", "random_miou_object"]}
+    rows = []
+    for name, part in parts.items():
+        metrics = part.get("metrics", {})
+        if name == "crops":
+            values = {"points": len(part["rows"]), "metrics": ", ".join(metrics)}
+        else:
+            values = {k: metrics[k] for k in headline.get(name, metrics) if k in metrics}
+        rows += [{"part": f"[{name}]({name}/results.md)", "metric": k, "value": v} for k, v in values.items()]
+        rows.append({"part": f"[{name}]({name}/results.md)", "metric": "wall time (s)",
+                     "value": part["run"]["wall_time_s"]})
+    device = parts["recon"]["run"]["device"]
+    results = {"model": model, "data": data,
+               "parts": {k: p["metrics"] for k, p in parts.items() if k != "crops"}, "settings": {"parts": list(parts)},
+               "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
+    markdown = markdown_report("Evaluation suite", results, [("Headline numbers", markdown_table(
+        rows, ["part", "metric", "value"]))])
+    write_results(out, results, markdown)
+    typer.echo(f"suite done in {results['run']['wall_time_s']:.0f} s: {out / 'results.md'}")

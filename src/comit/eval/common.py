@@ -1,0 +1,210 @@
+"""What every evaluation shares: settings, datasets, batches, and tokenizing under a crop policy.
+
+Randomness is drawn per image from ``(seed, image index, stream)``: the adaptive policy's noise,
+random crop orders, decoding noise and attention noise of image ``i`` are the same whatever the
+batch size, the number of images evaluated, or which command asks. So ``eval recon`` at 3 crops
+and the 3-crop point of ``eval crops`` score the very same reconstructions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+from tqdm.auto import tqdm
+
+from ..data import build_dataset
+from ..data.mask_folder import MaskFolderDataset
+from ..model.comit import COMiT, Tokens
+
+# Streams of per-image randomness (any distinct integers; fixed so results stay reproducible).
+TOKENIZE_NOISE, DECODE_NOISE, ATTENTION_NOISE, RANDOM_ORDER = 1, 2, 3, 4
+
+
+@dataclass
+class EvalSettings:
+    """The crop policy (as in ``tokenize``), the decoding settings and how to run.
+
+    ``order`` is "raster_scan", "random", "adaptive" or a list of crop indices;
+    ``num_crops=None`` observes every crop of the order.
+    """
+
+    order: str | list[int] = "adaptive"
+    num_crops: int | None = 3
+    global_crop: bool = False
+    steps: int = 10
+    cfg: float = 7.5
+    solver: str = "euler"
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+
+    def describe(self) -> dict:
+        """JSON-ready settings (without the progress flag)."""
+        described = asdict(self)
+        described.pop("progress")
+        return described
+
+    def check(self, model: COMiT) -> None:
+        if self.steps < 1:
+            raise ValueError(f"decoding steps must be >= 1, got {self.steps}")
+        if self.cfg < 0:
+            raise ValueError(f"guidance weight must be >= 0, got {self.cfg}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if isinstance(self.order, str):
+            if self.order not in ("raster_scan", "random", "adaptive"):
+                raise ValueError(f"unknown crop order {self.order!r}: use raster_scan, random, "
+                                 "adaptive or a list of crop indices")
+            model.crops.check_num_crops(self.num_crops, self.global_crop)
+        else:
+            model.crops.order(self.order, 1, self.num_crops, self.global_crop)
+
+
+# ---------------------------------------------------------------------- data
+def load_dataset(data: str, image_size: int, split: str = "val", num_images: int | None = None,
+                 masks: str | Path | None = None) -> Dataset:
+    """``data`` as ``comit.data.build_dataset`` reads it (``shapes``, ``shapes:k=v``, a folder),
+    or images paired with a mask folder; the first ``num_images`` items when given."""
+    if masks is not None:
+        dataset: Dataset = MaskFolderDataset(_split_folder(Path(data), split), masks, image_size)
+    else:
+        dataset = build_dataset(data, image_size, split=split)
+    return first_items(dataset, num_images)
+
+
+def _split_folder(root: Path, split: str) -> Path:
+    return root / split if (root / split).is_dir() else root
+
+
+def first_items(dataset: Dataset, count: int | None) -> Dataset:
+    """The first ``count`` items (all when None); a clear error for an impossible count."""
+    if count is None:
+        return dataset
+    if count < 1:
+        raise ValueError(f"--num-images must be >= 1, got {count}")
+    return Subset(dataset, range(min(count, len(dataset))))
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items; variable object counts (mask folders) are padded with empty, invalid slots."""
+    if "masks" in items[0]:
+        slots = max(item["masks"].shape[0] for item in items)
+        items = [_pad_objects(item, slots) for item in items]
+    return default_collate(items)
+
+
+def _pad_objects(item: dict, slots: int) -> dict:
+    missing = slots - item["masks"].shape[0]
+    if missing == 0:
+        return item
+    masks = item["masks"]
+    padded = dict(item)
+    padded["masks"] = torch.cat([masks, masks.new_zeros(missing, *masks.shape[1:])])
+    padded["valid"] = torch.cat([item["valid"], item["valid"].new_zeros(missing)])
+    return padded
+
+
+def batches(dataset: Dataset, batch_size: int, desc: str, progress: bool = True) -> Iterator[dict]:
+    """Collated batches with an ``index`` tensor (the item's position in ``dataset``)."""
+    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    yield from tqdm(loader, desc=desc, unit="batch", disable=not progress or None, leave=False)
+
+
+class _Indexed(Dataset):
+    """Adds ``position`` (0..N-1) to every item: per-image seeds follow it."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "position": index}
+
+
+# ---------------------------------------------------------------------- per-image randomness
+def image_generator(seed: int, position: int, stream: int) -> torch.Generator:
+    # A large odd multiplier spreads (seed, position, stream) over distinct generator seeds.
+    return torch.Generator().manual_seed((seed * 1_000_003 + position) * 16 + stream)
+
+
+def per_image_noise(model: COMiT, positions: torch.Tensor, seed: int, stream: int) -> torch.Tensor:
+    """One latent-shaped Gaussian per image, fixed by its position: ``[B, C, h, w]``."""
+    shape = model.latent_shape(1)[1:]
+    noise = [torch.randn(shape, generator=image_generator(seed, int(p), stream)) for p in positions]
+    return torch.stack(noise).to(model.device)
+
+
+def crop_plan(model: COMiT, order: str | list[int], global_crop: bool, positions: torch.Tensor,
+              seed: int) -> list[list[int]] | None:
+    """Every crop of a fixed order, one list per image (None for the adaptive order).
+
+    Random orders are drawn per image (global crop first, as in ``CropGrid``) so an image's order
+    does not depend on its batch.
+    """
+    if order == "adaptive":
+        return None
+    if order == "raster_scan":
+        return [list(range(model.crops.num_indices(global_crop)))] * len(positions)
+    if order == "random":
+        first = int(global_crop)
+        plans = []
+        for p in positions:
+            perm = torch.randperm(model.crops.num_local, generator=image_generator(seed, int(p), RANDOM_ORDER))
+            plans.append([0] * first + (perm + first).tolist())
+        return plans
+    return [list(order)] * len(positions)
+
+
+def tokenize_batch(model: COMiT, images: torch.Tensor, positions: torch.Tensor,
+                   settings: EvalSettings) -> Tokens:
+    """Tokens of a batch under the settings' crop policy, with per-image randomness."""
+    plan = crop_plan(model, settings.order, settings.global_crop, positions, settings.seed)
+    noise = per_image_noise(model, positions, settings.seed, TOKENIZE_NOISE) if plan is None else None
+    generator = image_generator(settings.seed, int(positions[0]), TOKENIZE_NOISE)
+    return model.tokenize(images.to(model.device), global_crop=settings.global_crop,
+                          order="adaptive" if plan is None else plan, num_crops=settings.num_crops,
+                          noise=noise, generator=generator)
+
+
+def crop_steps(model: COMiT, images: torch.Tensor, positions: torch.Tensor, order: str,
+               global_crop: bool, seed: int, max_crops: int | None = None) -> Iterator[Tokens]:
+    """Tokens after 1, 2, ... crops of one order, each step resuming the last (never re-encoding).
+
+    Step k equals ``tokenize_batch`` with ``num_crops=k`` and the same order and seed.
+    """
+    plan = crop_plan(model, order, global_crop, positions, seed)
+    total = model.crops.check_num_crops(max_crops, global_crop, available=None if plan is None else len(plan[0]))
+    noise = per_image_noise(model, positions, seed, TOKENIZE_NOISE) if plan is None else None
+    generator = image_generator(seed, int(positions[0]), TOKENIZE_NOISE)
+    images = images.to(model.device)
+    tokens = None
+    for step in range(total):
+        step_order = "adaptive" if plan is None else [[p[step]] for p in plan]
+        tokens = model.tokenize(images, global_crop=global_crop, order=step_order, num_crops=1, noise=noise,
+                                generator=generator, resume=tokens)
+        yield tokens
+
+
+def decode_batch(model: COMiT, tokens: Tokens, positions: torch.Tensor, settings: EvalSettings) -> torch.Tensor:
+    """Reconstructions ``[B, 3, S, S]`` in [-1, 1] with per-image decoding noise."""
+    noise = per_image_noise(model, positions, settings.seed, DECODE_NOISE)
+    return model.detokenize(tokens.messages, tokens.offsets, num_steps=settings.steps, solver=settings.solver,
+                            cfg_weight=settings.cfg, noise=noise).float()
+
+
+def parse_numbers(text: str | Sequence, kind: type = float, name: str = "list") -> list:
+    """``"10,20,30"`` (or a sequence) -> ``[10.0, 20.0, 30.0]``; a clear error otherwise."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        values = [kind(str(part).strip()) for part in parts if str(part).strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one value")
+    return values

@@ -1,0 +1,111 @@
+"""``comit eval align``: do single message tokens line up with objects?
+
+For each image: tokenize under the crop policy, take every token's attention over the image
+patches while the decoder reads the message (``COMiT.attention_maps``: one layer, averaged over
+a few flow times, heads aggregated), upsample the maps to the mask size, keep each map's top Q %
+of pixels and score the best token's IoU with the ground truth (``AlignmentIoU``), averaged over
+the Q list. The same score for random maps is reported as the floor to beat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..model.comit import COMiT
+from .alignment import AlignmentIoU
+from .common import ATTENTION_NOISE, EvalSettings, batches, image_generator, per_image_noise, tokenize_batch
+
+DEFAULT_QS = (10.0, 20.0, 30.0, 40.0, 50.0)
+
+
+@dataclass
+class AlignSettings:
+    """Which attention is read (see ``COMiT.attention_maps``) and the top-Q percentages."""
+
+    layer: int = -1
+    times: Sequence[float] = (0.25, 0.5, 0.75)
+    heads: str | int = "mean"
+    direction: str = "token_to_patch"
+    qs: Sequence[float] = DEFAULT_QS
+
+    def describe(self) -> dict:
+        described = asdict(self)
+        described["times"], described["qs"] = list(self.times), list(self.qs)
+        return described
+
+
+def evaluate_alignment(model: COMiT, dataset: Dataset, settings: EvalSettings | None = None,
+                       align: AlignSettings | None = None) -> dict:
+    """Best-token IoU between attention maps and object masks over ``dataset``.
+
+    Items need ``image``, ``masks`` (bool ``[K, S, S]``) and ``valid`` (``[K]``): the shapes data
+    and ``MaskFolderDataset`` provide them. Returns ``{"metrics", "per_q", "notes", "settings"}``
+    with ``miou_image`` (all objects of an image as one mask: the paper's protocol on salient-
+    object data), ``miou_object`` (each object on its own: fair on multi-object images) and the
+    random-map floor of both.
+    """
+    settings, align = settings or EvalSettings(), align or AlignSettings()
+    settings.check(model)
+    metric, floor = AlignmentIoU(align.qs), AlignmentIoU(align.qs)
+    for batch in batches(dataset, settings.batch_size, "align", settings.progress):
+        if "masks" not in batch:
+            raise ValueError("alignment needs object masks: use the shapes data or a folder with --masks DIR")
+        maps = attention_batch(model, batch, settings, align)
+        metric.update(maps, batch["masks"], batch["valid"])
+        floor.update(random_maps(maps, batch["position"], settings.seed), batch["masks"], batch["valid"])
+    scores, floor_scores = metric.compute(), floor.compute()
+    per_q = [{"q": q, "miou_image": scores[f"miou_image_q{q:g}"], "miou_object": scores[f"miou_object_q{q:g}"],
+              "random_miou_image": floor_scores[f"miou_image_q{q:g}"],
+              "random_miou_object": floor_scores[f"miou_object_q{q:g}"]} for q in align.qs]
+    metrics = {"miou_image": scores["miou_image"], "miou_object": scores["miou_object"],
+               "random_miou_image": floor_scores["miou_image"], "random_miou_object": floor_scores["miou_object"],
+               "num_images": scores["num_images"], "num_objects": scores["num_objects"]}
+    skipped = len(dataset) - scores["num_images"]
+    notes = [f"{skipped} images without a non-empty mask were skipped"] if skipped else []
+    return {"metrics": metrics, "per_q": per_q, "notes": notes,
+            "settings": {**settings.describe(), **align.describe()}}
+
+
+def attention_batch(model: COMiT, batch: dict, settings: EvalSettings, align: AlignSettings,
+                    tokens=None) -> torch.Tensor:
+    """Per-token maps ``[B, M, h, w]`` (on the CPU) for a batch, tokenizing it unless given tokens."""
+    if tokens is None:
+        tokens = tokenize_batch(model, batch["image"], batch["position"], settings)
+    noise = per_image_noise(model, batch["position"], settings.seed, ATTENTION_NOISE)
+    return model.attention_maps(batch["image"].to(model.device), tokens, layer=align.layer, times=tuple(align.times),
+                                heads=align.heads, direction=align.direction, noise=noise).float().cpu()
+
+
+def random_maps(maps: torch.Tensor, positions: torch.Tensor, seed: int) -> torch.Tensor:
+    """Uniform random maps shaped like ``maps``, fixed per image: the chance level of the score."""
+    return torch.stack([torch.rand(maps.shape[1:], generator=image_generator(seed, int(p), ATTENTION_NOISE))
+                        for p in positions])
+
+
+def write_align_report(out: Path, results: dict) -> None:
+    """results.json, results.md and miou_vs_q.png (model and random floor against Q)."""
+    from ..viz.plots import plot_curves
+    from .report import markdown_report, markdown_table, write_results
+
+    long = [{"q": r["q"], "score": f"{who}{kind}", "miou": r[f"{prefix}miou_{kind}"]}
+            for r in results["per_q"] for who, prefix in (("", ""), ("random ", "random_"))
+            for kind in ("image", "object")]
+    plot_curves(long, x="q", y="miou", hue="score", path=out / "miou_vs_q.png", xlabel="Q (% of pixels kept)",
+                ylabel="mean best-token IoU", title="Token–object alignment")
+    metrics = results["metrics"]
+    headline = markdown_table([
+        {"score": "per image (all objects as one mask)", "model": metrics["miou_image"],
+         "random maps": metrics["random_miou_image"]},
+        {"score": "per object (best token for each object)", "model": metrics["miou_object"],
+         "random maps": metrics["random_miou_object"]}], ["score", "model", "random maps"])
+    counts = f"{metrics['num_images']} images, {metrics['num_objects']} objects; mean over Q = " \
+             f"{', '.join(f'{q:g}' for q in results['settings']['qs'])} %."
+    per_q = markdown_table(results["per_q"], ["q", "miou_image", "miou_object", "random_miou_image",
+                                              "random_miou_object"])
+    sections = [("Mean IoU", headline + "\n\n" + counts), ("Per Q", per_q + "\n\n![mIoU against Q](miou_vs_q.png)")]
+    write_results(out, results, markdown_report("Token–object alignment", results, sections))

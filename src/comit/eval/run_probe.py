@@ -1,0 +1,308 @@
+"""``comit eval probe``: what do frozen messages know? A 2-layer attention probe per task.
+
+Tokenize the probe-training images and the test images under the crop policy (the paper probes
+the global crop only: ``probe_policy()``), build each task's samples (``probe_tasks``), train a
+probe on token ids through a learned embedding (or on the FSQ codes) with a validation split
+taken from the training images and early stopping, then report top-1 / top-5 on the test sets.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from ..data import build_dataset
+from ..data.folder import ImageFolderDataset
+from ..data.labels_file import LabelsFileDataset
+from ..model.comit import COMiT
+from .common import EvalSettings, batches, first_items, tokenize_batch
+from .probe import AttentionProbe, append_question, evaluate_probe, split_indices, train_probe
+from .probe_tasks import Samples, Task, build_tasks, default_tasks
+
+SHAPES_META = ("valid", "shape", "color", "size", "relations")
+
+
+def probe_policy(**overrides) -> EvalSettings:
+    """The paper's probing policy: the global crop only."""
+    return EvalSettings(**{"order": "raster_scan", "num_crops": 1, "global_crop": True, **overrides})
+
+
+@dataclass
+class ProbeSettings:
+    """Which tasks, what the probe reads, and how it trains (see ``train_probe``)."""
+
+    tasks: tuple[str, ...] | None = None  # None: every task the data supports
+    input: str = "ids"  # "ids" (learned embedding) or "codes" (the FSQ codes)
+    epochs: int = 50
+    patience: int = 5
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    dim: int = 128
+    heads: int = 4
+    depth: int = 2
+    val_fraction: float = 0.1
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+    def describe(self) -> dict:
+        described = asdict(self)
+        described["tasks"] = list(self.tasks) if self.tasks else "all"
+        return {f"probe_{k}" if k in ("input", "seed", "batch_size", "epochs", "lr") else k: v
+                for k, v in described.items()}
+
+
+class CompactIds:
+    """Token ids seen in probe training renumbered 0..V-1; every other id becomes V ("unseen").
+
+    A 64,000-row embedding of which a few thousand rows ever get a gradient costs the optimiser
+    (AdamW touches every row) most of its time; rows never seen in training would stay at their
+    random initialisation anyway, so one shared "unseen" row loses nothing a probe could use.
+    """
+
+    def __init__(self, ids: torch.Tensor):
+        self.known = torch.unique(ids)
+
+    @property
+    def size(self) -> int:
+        return len(self.known) + 1
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        position = torch.searchsorted(self.known, ids).clamp(max=len(self.known) - 1)
+        return torch.where(self.known[position] == ids, position, torch.full_like(ids, len(self.known)))
+
+
+@dataclass
+class Messages:
+    """Frozen messages of a set of images and their annotations (one row per image)."""
+
+    ids: torch.Tensor  # [N, M]
+    codes: torch.Tensor  # [N, M, D]
+    meta: dict[str, torch.Tensor]
+    vocab_size: int
+
+    def inputs(self, samples: Samples, kind: str, vocabulary: CompactIds | None = None) -> torch.Tensor:
+        """The probe inputs of ``samples``: their message (ids, renumbered by ``vocabulary`` when
+        given, or codes) and their question if any."""
+        if kind not in ("ids", "codes"):
+            raise ValueError(f"probe input must be 'ids' or 'codes', got {kind!r}")
+        if kind == "ids":
+            x = self.ids[samples.image]
+            x = vocabulary(x) if vocabulary is not None else x
+        else:
+            x = self.codes[samples.image]
+        return x if samples.question is None else append_question(x, samples.question)
+
+
+@dataclass
+class TrainedProbe:
+    task: Task
+    probe: AttentionProbe
+    vocabulary: CompactIds
+    best_epoch: int
+    val_top1: float
+    train_samples: int
+    val_samples: int
+    history: list[dict] = field(default_factory=list)
+
+
+def annotations(batch: dict) -> dict[str, torch.Tensor]:
+    """What the probe tasks need from a batch: object fields, or class labels."""
+    if "relations" in batch:
+        meta = {key: batch[key] for key in SHAPES_META}
+        meta["area"] = batch["masks"].flatten(2).sum(2)
+        return meta
+    if "labels" in batch:
+        return {"labels": batch["labels"]}
+    if "label" in batch:
+        return {"labels": torch.as_tensor(batch["label"])[:, None]}
+    return {}
+
+
+def tokenize_messages(model: COMiT, dataset: Dataset, settings: EvalSettings, desc: str = "tokenize") -> Messages:
+    """Messages and annotations of every image of ``dataset`` under the settings' policy."""
+    ids, codes, metas = [], [], []
+    for batch in batches(dataset, settings.batch_size, desc, settings.progress):
+        tokens = tokenize_batch(model, batch["image"], batch["position"], settings).to("cpu")
+        ids.append(tokens.ids)
+        codes.append(tokens.messages)
+        metas.append(annotations(batch))
+    meta = {key: torch.cat([m[key] for m in metas]) for key in metas[0]}
+    return Messages(torch.cat(ids), torch.cat(codes), meta, model.codebook_size)
+
+
+def train_task_probe(task: Task, train: Messages, probe: ProbeSettings) -> TrainedProbe:
+    """Split the task's training images into train/val, train with early stopping on val top-1."""
+    images = torch.unique(task.train.image)
+    if len(images) < 2:
+        raise ValueError(f"probe task {task.name!r} has {len(images)} training images; it needs at least 2 "
+                         "(raise --num-train)")
+    fit_images, val_images = split_indices(len(images), probe.val_fraction, seed=probe.seed)
+    keep_fit = torch.zeros(len(train.ids), dtype=torch.bool)
+    keep_fit[images[fit_images]] = True
+    keep_val = torch.zeros_like(keep_fit)
+    keep_val[images[val_images]] = True
+    fit, val = task.train.take(keep_fit), task.train.take(keep_val)
+    vocabulary = CompactIds(train.ids[torch.unique(fit.image)])
+    result = train_probe(train.inputs(fit, probe.input, vocabulary), fit.label,
+                         train.inputs(val, probe.input, vocabulary), val.label,
+                         num_classes=len(task.classes), input=probe.input, vocab_size=vocabulary.size,
+                         epochs=probe.epochs, batch_size=probe.batch_size, lr=probe.lr,
+                         weight_decay=probe.weight_decay, patience=probe.patience, seed=probe.seed,
+                         progress=False, dim=probe.dim, heads=probe.heads, depth=probe.depth,
+                         question_vocab=task.question_vocab, question_length=task.question_length,
+                         num_positions=train.ids.shape[1])
+    return TrainedProbe(task, result.model, vocabulary, result.best_epoch, result.top1, len(fit), len(val),
+                        [{"task": task.name, **row} for row in result.history])
+
+
+def score_probe(trained: TrainedProbe, test: Messages, probe: ProbeSettings) -> list[dict]:
+    """One row per test set of the task: top-1, top-5 and the majority-class baseline."""
+    rows = []
+    for name, samples in trained.task.tests.items():
+        row = {"task": trained.task.name, "test": name, "primary": trained.task.primary,
+               "num_classes": len(trained.task.classes), "test_samples": len(samples),
+               "train_samples": trained.train_samples, "val_samples": trained.val_samples,
+               "best_epoch": trained.best_epoch, "val_top1": trained.val_top1}
+        if len(samples) == 0:
+            rows.append({**row, "top1": None, "top5": None, "majority_top1": None, "majority_top5": None})
+            continue
+        scores = evaluate_probe(trained.probe, test.inputs(samples, probe.input, trained.vocabulary), samples.label)
+        rows.append({**row, **scores, **constant_guess(samples.label, len(trained.task.classes))})
+    return rows
+
+
+def constant_guess(labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """What always answering the most frequent test labels scores: the floor of top-1 / top-5."""
+    counts = torch.bincount(labels, minlength=num_classes).sort(descending=True).values
+    k = min(5, num_classes)
+    return {"majority_top1": float(counts[0]) / len(labels), "majority_top5": float(counts[:k].sum()) / len(labels)}
+
+
+def train_probes(train: Messages, test: Messages, probe: ProbeSettings, classes: list[str] | None = None,
+                 progress: bool = True) -> tuple[list[TrainedProbe], list[str]]:
+    """A trained probe per task (tasks the data cannot support are refused with a clear error)."""
+    from tqdm.auto import tqdm
+
+    names = probe.tasks or default_tasks(train.meta)
+    tasks = build_tasks(names, train.meta, test.meta, classes, probe.holdout_fraction, probe.seed)
+    trained, notes = [], []
+    with few_threads():
+        for task in tqdm(tasks, desc="probes", unit="task", disable=not progress or None, leave=False):
+            notes += [f"{task.name}: {note}" for note in task.notes]
+            trained.append(train_task_probe(task, train, probe))
+    return trained, notes
+
+
+@contextmanager
+def few_threads(count: int = 1):
+    """Run a probe's many tiny CPU matmuls on one thread: they gain nothing from more, and where
+    cores are shared or busy the threads spin against each other (measured 15x slower on 2 busy
+    cores). The caller's setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(count, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def evaluate_probes(model: COMiT, train_dataset: Dataset, test_dataset: Dataset,
+                    settings: EvalSettings | None = None, probe: ProbeSettings | None = None,
+                    classes: list[str] | None = None) -> dict:
+    """Train probes on messages of ``train_dataset`` and test them on ``test_dataset``.
+
+    Items need ``image`` and either the shapes annotations (tasks semantic / compositional /
+    relational) or ``label`` / ``labels`` (task classes). Returns ``{"metrics": {task: primary
+    score}, "rows": [...], "history": [...], "notes", "settings"}``.
+    """
+    settings, probe = settings or probe_policy(), probe or ProbeSettings()
+    settings.check(model)
+    train = tokenize_messages(model, train_dataset, settings, "tokenize train")
+    test = tokenize_messages(model, test_dataset, settings, "tokenize test")
+    trained, notes = train_probes(train, test, probe, classes or dataset_classes(train_dataset), settings.progress)
+    rows = [row for t in trained for row in score_probe(t, test, probe)]
+    notes += [f"{r['task']}/{r['test']}: no test samples" for r in rows if r["test_samples"] == 0]
+    metrics = {f"{r['task']}_{r['test']}_{r['primary']}" if r["test"] != "test" else f"{r['task']}_{r['primary']}":
+               r[r["primary"]] for r in rows}
+    return {"metrics": metrics, "rows": rows, "history": [h for t in trained for h in t.history], "notes": notes,
+            "settings": {**settings.describe(), **probe.describe(), "train_images": len(train.ids),
+                         "test_images": len(test.ids)}}
+
+
+def dataset_classes(dataset: Dataset) -> list[str]:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return list(getattr(dataset, "classes", []) or [])
+
+
+def probe_datasets(data: str, image_size: int, labels: str | Path | None = None, num_train: int | None = None,
+                   num_test: int | None = None, test_fraction: float = 0.2, seed: int = 0
+                   ) -> tuple[Dataset, Dataset, list[str]]:
+    """Probe-training and test images for ``data``.
+
+    * shapes: its ``train`` and ``val`` splits;
+    * a labels file: its ``split`` column, or a seeded random split of its rows;
+    * a folder with ``train/`` and ``val/`` sub-folders of classes (ImageNet layout): those;
+    * any other folder of class sub-folders: a seeded random split of its images.
+    """
+    if labels is not None:
+        root = data if Path(data).is_dir() else None
+        every = LabelsFileDataset(labels, image_size, root=root)
+        if every.has_splits:
+            train, test = (LabelsFileDataset(labels, image_size, root=root, split=s) for s in ("train", "test"))
+            train.classes = test.classes = every.classes  # one label index space for both
+            _relabel(train, every), _relabel(test, every)
+        else:
+            train, test = _random_split(every, test_fraction, seed)
+        classes = every.classes
+    else:
+        root = Path(data)
+        if root.is_dir() and not ((root / "train").is_dir() and (root / "val").is_dir()):
+            every = build_dataset(data, image_size, split="val")
+            train, test = _random_split(every, test_fraction, seed)
+        else:
+            train, test = build_dataset(data, image_size, split="train"), build_dataset(data, image_size, split="val")
+            if isinstance(train, ImageFolderDataset) and train.classes != test.classes:
+                raise ValueError(f"the class folders of {root / 'train'} and {root / 'val'} differ; "
+                                 "they must name the same classes")
+        classes = dataset_classes(train)
+    return first_items(train, num_train), first_items(test, num_test), classes
+
+
+def _relabel(part: LabelsFileDataset, every: LabelsFileDataset) -> None:
+    """Re-index a split's labels into the class list of the whole file."""
+    rows = {path: labels for path, labels in zip(every.paths, every.labels)}
+    part.labels = torch.stack([rows[p] for p in part.paths])
+
+
+def _random_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    train, test = split_indices(len(dataset), test_fraction, seed=seed)
+    return Subset(dataset, sorted(train.tolist())), Subset(dataset, sorted(test.tolist()))
+
+
+PROBE_COLUMNS = ["task", "test", "primary", "top1", "top5", "majority_top1", "majority_top5", "num_classes",
+                 "train_samples", "val_samples", "test_samples", "best_epoch"]
+
+
+def write_probe_report(out: Path, results: dict) -> None:
+    """results.json, results.md, probe_scores.png (top-1/top-5 per task) and probe_training.png."""
+    from ..viz.plots import plot_bars, plot_curves
+    from .report import markdown_report, markdown_table, write_results
+
+    sections = [("Scores", markdown_table(results["rows"], PROBE_COLUMNS) +
+                 "\n\n`primary` is the number the paper reports for this kind of task; `majority_top1` / "
+                 "`majority_top5` are what always answering the most frequent test label(s) scores.")]
+    scored = [r for r in results["rows"] if r["top1"] is not None]
+    if scored:
+        long = [{"probe": f"{r['task']}/{r['test']}", "metric": k, "accuracy": r[k]} for r in scored
+                for k in ("top1", "top5", "majority_top1", "majority_top5")]
+        plot_bars(long, x="probe", y="accuracy", hue="metric", path=out / "probe_scores.png", title="Probes")
+        sections.append(("Plots", "![scores](probe_scores.png)\n\n![validation top-1 per epoch](probe_training.png)"))
+        plot_curves(results["history"], x="epoch", y="val_top1", hue="task", path=out / "probe_training.png",
+                    title="Probe training (validation top-1)")
+    write_results(out, results, markdown_report("Probes", results, sections))

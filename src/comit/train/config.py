@@ -1,0 +1,268 @@
+"""The typed training configuration: every choice the paper leaves open, with its default and why.
+
+A config is a YAML file with the sections below (any section or field may be omitted; unknown
+keys and wrong types are errors before any work starts). Shipped configs live in
+``comit/configs/`` and are named without the extension: ``comit train shapes-small``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..model.config import MODEL_SIZES, ModelConfig
+from .sequences import crops_available
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "tiny"
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used, with a one-line reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where training images come from.
+
+    dataset: ``shapes`` / ``shapes:key=value,...`` (built-in, procedural) or an image folder
+        (recursive; ``root/train`` is used when it exists — the ImageNet layout).
+    flip: random horizontal flips (folders only; mirroring would break the shapes relations).
+    num_workers: DataLoader worker processes (0: load in the training process).
+    """
+
+    dataset: str = "shapes"
+    flip: bool = False
+    num_workers: int = Field(0, ge=0)
+    val_dataset: str | None = None  # images for the periodic sample grids; default: the val split
+
+
+class TeacherConfig(_Section):
+    """The frozen encoder REPA and SREPA align to.
+
+    kind: ``shapes`` (the bundled CNN, offline), ``hf`` (any ``transformers`` vision model, DINOv2
+        by default), or ``none`` (no alignment losses).
+    name: hub id or local directory (``hf``); a directory for ``shapes`` (default: the bundled one).
+    image_size: the teacher's input side (DINOv2: 224, a 16x16 patch grid).
+    """
+
+    kind: Literal["shapes", "hf", "none"] = "shapes"
+    name: str | None = None
+    image_size: int = Field(224, gt=0)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class StepConfig(_Section):
+    """One training step (see ``step.py``). Defaults and why:
+
+    min_crops, max_crops: K ~ uniform{min..max} crops per image (max None: every crop, global
+        included), so the model never knows whether more crops follow and learns to spend
+        tokens coarse to fine.
+    global_first_p: probability that the first crop is the whole image; 0.5 so the model serves
+        both the global-first and the local-only policies that inference offers.
+    crop_positions: ``grid`` (the inference grid: the model trains on the positions it will see)
+        or ``random`` (any pixel position of the crop size: denser offsets, for generalisation).
+    unconditional_p: probability of decoding from m0 (guidance training), 0.1 as is usual for
+        classifier-free guidance.
+    t_sampling: ``uniform`` t in [0, 1], or ``logit_normal`` (SD3's choice, more weight in the
+        middle of the path) with ``t_mean``, ``t_std``.
+    repa_weight, srepa_weight: weights of the two alignment losses (REPA's 0.5 for each).
+    projector_hidden: width of the 3-layer MLP projectors (REPA uses 2048; None: 4 x hidden).
+    srepa_pooling: how the message states become one vector for SREPA: ``mean`` over tokens.
+    drop_quantization_p, corrupt_p: FSQ training noise (see ``FSQ``); off by default because the
+        paper does not mention them.
+    """
+
+    min_crops: int = Field(1, ge=1)
+    max_crops: int | None = Field(None, ge=1)
+    global_first_p: float = Field(0.5, ge=0, le=1)
+    crop_positions: Literal["grid", "random"] = "grid"
+    unconditional_p: float = Field(0.1, ge=0, le=1)
+    t_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    t_mean: float = 0.0
+    t_std: float = Field(1.0, gt=0)
+    repa_weight: float = Field(0.5, ge=0)
+    srepa_weight: float = Field(0.5, ge=0)
+    projector_hidden: int | None = Field(None, gt=0)
+    srepa_pooling: Literal["mean"] = "mean"
+    drop_quantization_p: float = Field(0.0, ge=0, le=1)
+    corrupt_p: float = Field(0.0, ge=0, le=1)
+
+
+class OptimConfig(_Section):
+    """AdamW with linear warm-up then inverse-square-root decay (paper: Adam, lr 3e-4, EMA 0.999).
+
+    batch_size: the GLOBAL batch per optimiser step, over all processes and accumulation steps;
+        each process takes ``batch_size / (world_size * grad_accum)`` images per micro-step. The
+        learning rate is not rescaled with the number of processes: the same config gives the
+        same optimisation on 1 or 64 GPUs.
+    """
+
+    lr: float = Field(3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(1000, ge=0)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+
+
+class LoopConfig(_Section):
+    """How long to train and what to write.
+
+    precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+    keep_last: checkpoints kept on disk (older ones are deleted once a newer one is complete).
+    sample_every: write a grid of reconstructions of fixed val images (0: never).
+    """
+
+    max_steps: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_last: int = Field(2, ge=1)
+    sample_every: int = Field(0, ge=0)
+    sample_images: int = Field(8, ge=1)
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    tensorboard: bool = False
+    compile: bool = False
+
+
+class TrainConfig(_Section):
+    """A whole training run; ``model`` holds the :class:`ModelConfig` of the tokenizer to train."""
+
+    name: str = "run"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    step: StepConfig = Field(default_factory=StepConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    @model_validator(mode="after")
+    def _check_crops(self) -> "TrainConfig":
+        available = self.max_crops_available()
+        if self.step.max_crops is not None and self.step.max_crops > available:
+            raise ValueError(f"step.max_crops {self.step.max_crops} exceeds the {available} crops of the "
+                             f"{self.model.grid_size}x{self.model.grid_size} grid plus the global crop")
+        if self.step.min_crops > self.max_crops():
+            raise ValueError(f"step.min_crops {self.step.min_crops} exceeds max_crops {self.max_crops()}")
+        if self.model.attention != "hard":
+            raise ValueError("training uses attention: hard (the intended mask); 'released' exists only to "
+                             "reproduce the released checkpoints")
+        return self
+
+    def max_crops_available(self) -> int:
+        return crops_available(self.model.grid_size ** 2, self.step.global_first_p)
+
+    def max_crops(self) -> int:
+        return self.step.max_crops if self.step.max_crops is not None else self.max_crops_available()
+
+    def micro_batch(self, world_size: int) -> int:
+        """Images per process per micro-step; a clear error when the global batch does not split."""
+        parts = world_size * self.optim.grad_accum
+        if self.optim.batch_size % parts:
+            raise ConfigError(f"optim.batch_size {self.optim.batch_size} does not split into {world_size} "
+                              f"processes x {self.optim.grad_accum} accumulation steps")
+        return self.optim.batch_size // parts
+
+
+# ---------------------------------------------------------------------- loading
+def shipped_configs() -> list[str]:
+    return sorted(path.stem for path in CONFIGS_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path | None) -> Path:
+    """A shipped config name (``tiny``, ``shapes-small``, ...) or a YAML file path."""
+    name = DEFAULT_CONFIG if name_or_path is None else str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIGS_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"no config file {name!r} and no shipped config of that name; "
+                      f"shipped: {', '.join(shipped_configs())}")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
+    """Read a config and apply ``key=value`` overrides (``optim.lr=1e-4``, or ``lr=1e-4`` when
+    the key names one field of one section). Every error is a :class:`ConfigError`."""
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model, data, teacher, step, optim, loop)")
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        set_dotted(raw, qualify_key(key), value)
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: dict, source: str = "config") -> TrainConfig:
+    """Build the config; ``model.size`` (tiny, S, B, L, XL) fills in the transformer's width and depth."""
+    model = raw.get("model")
+    if isinstance(model, dict) and "size" in model:
+        model = dict(model)
+        size = model.pop("size")
+        if size not in MODEL_SIZES:
+            raise ConfigError(f"{source}: model.size {size!r} is not one of {', '.join(MODEL_SIZES)}")
+        raw = {**raw, "model": {**MODEL_SIZES[size], **model}}
+    try:
+        return TrainConfig(**raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from error
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise ConfigError(f"override {text!r} is not key=value (e.g. max_steps=100 or optim.lr=1e-4)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def qualify_key(key: str) -> str:
+    """``max_steps`` -> ``loop.max_steps``: a bare key must name exactly one field."""
+    if "." in key:
+        return key
+    sections = {name: annotation for name, annotation in TrainConfig.model_fields.items()}
+    owners = [name for name, field in sections.items()
+              if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+              and key in field.annotation.model_fields]
+    if key in sections:
+        return key
+    if len(owners) == 1:
+        return f"{owners[0]}.{key}"
+    if not owners:
+        raise ConfigError(f"unknown config key {key!r}; write section.key, sections: {', '.join(sections)}")
+    raise ConfigError(f"config key {key!r} is ambiguous ({', '.join(owners)}); write section.key")
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

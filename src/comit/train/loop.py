@@ -1,0 +1,360 @@
+"""The training loop: optimiser, schedule, EMA, checkpoints, exact resume, DDP, logging.
+
+``train(config, out)`` runs one process's part of a run. Under ``torchrun`` every process runs
+it; they form a DDP group (NCCL on GPUs, gloo on CPU) and only rank 0 writes files.
+
+Output folder::
+
+    out/config.yaml          the resolved config (a resumed run reads it back)
+    out/metrics.jsonl        one JSON object per logged step: step, loss, each term, lr, grad_norm, images/s
+    out/checkpoints/step-*/  training state (see checkpoint.py); the newest ``keep_last`` are kept
+    out/samples/step-*.png   reconstructions of fixed val images by the EMA model (rows: image, reconstruction)
+    out/model/               the final EMA model, ``COMiT.from_pretrained(out / "model")``
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..data import build_dataset, save_image
+from ..model.autoencoders import SDVAE
+from ..model.checkpoints import atomic_write
+from ..model.comit import COMiT
+from .batches import StepBatches, step_loader
+from .checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import ConfigError, TrainConfig, dump_config, load_config
+from .step import TrainingStep
+from .teachers import build_teacher
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class Process:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+# ---------------------------------------------------------------------- set-up
+def init_process(device: str) -> Process:
+    """Join the torchrun group when launched by torchrun (WORLD_SIZE > 1), else run alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"loop.device={device} but no CUDA device is available; use device=cpu")
+        device = f"cuda:{local_rank}" if world_size > 1 or device == "cuda" else device
+        torch.cuda.set_device(torch.device(device))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Process(rank=rank, world_size=world_size, device=torch.device(device))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The random state of a step: a function of (seed, step, rank), so resuming needs only the step."""
+    return (seed * 1_000_003 + step * 8_191 + rank * 131) % (2 ** 63)
+
+
+def learning_rate(step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then peak * sqrt(warmup / step)."""
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * math.sqrt(max(warmup, 1) / max(step + 1, 1))
+
+
+def ema_decay(step: int, decay: float) -> float:
+    """The configured decay, ramped up early so short runs' EMA is not stuck at the initialisation."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def build_model(config: TrainConfig) -> COMiT:
+    """A fresh model; the SD-VAE gets its pretrained weights from the hub (or the local cache)."""
+    autoencoder = None
+    if config.model.autoencoder.kind == "sd-vae":
+        autoencoder = SDVAE.from_hub(config.model.autoencoder.model_type, hub_id=config.model.autoencoder.hub_id,
+                                     sample_posterior=config.model.autoencoder.sample_posterior)
+    elif config.model.autoencoder.kind == "custom":
+        raise ConfigError("model.autoencoder.kind=custom cannot be trained from a config; use pixel or sd-vae")
+    return COMiT(config.model, autoencoder=autoencoder)
+
+
+# ---------------------------------------------------------------------- the run
+class Trainer:
+    def __init__(self, config: TrainConfig, out: Path, resume: bool = False, progress: bool = True):
+        self.config, self.out, self.progress = config, Path(out), progress
+        self.process = init_process(config.loop.device)
+        self.micro_batch = config.micro_batch(self.process.world_size)
+        torch.manual_seed(config.loop.seed)  # identical initial weights on every process
+        self.model = build_model(config).to(self.process.device)
+        self.teacher = build_teacher(config.teacher.kind, config.teacher.name, config.teacher.image_size,
+                                     config.teacher.dtype)
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(self.process.device)
+        teacher_dim = self.teacher.feature_dim if self.teacher is not None else None
+        self.step_module = TrainingStep(self.model, config.step, teacher_dim)
+        self.step_module.to(self.process.device).train()
+        self.ema = copy.deepcopy(self.model.predictor).requires_grad_(False).eval()
+        self.trainable = [p for p in self.step_module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.optim.lr, betas=config.optim.betas,
+                                           weight_decay=config.optim.weight_decay)
+        if config.loop.compile:  # compile the forward only: parameter names stay those of the checkpoints
+            self.model.predictor.forward = torch.compile(self.model.predictor.forward)
+        self.forward = self.step_module
+        if self.process.distributed:
+            device_ids = [self.process.device.index] if self.process.device.type == "cuda" else None
+            self.forward = nn.parallel.DistributedDataParallel(self.step_module, device_ids=device_ids)
+        self.start_step = self.restore() if resume else 0
+        self.autocast = self.precision() == "bf16"
+
+    # -------------------------------------------------------------- state
+    def restore(self) -> int:
+        found = latest_checkpoint(self.out / "checkpoints")
+        if found is None:
+            raise ResumeError(f"nothing to resume in {self.out}: it holds no complete checkpoint")
+        state = load_checkpoint(found)
+        self.step_module.load_state_dict(state.model)
+        self.ema.load_state_dict(state.ema)
+        self.optimizer.load_state_dict(state.optimizer)
+        return state.step
+
+    def checkpoint(self, step: int) -> None:
+        if not self.process.is_main:
+            return
+        save_checkpoint(self.out / "checkpoints", step, self.step_module.state_dict(), self.ema.state_dict(),
+                        self.optimizer.state_dict(),
+                        {"data_position": step * self.config.optim.batch_size,
+                         "config": self.config.model_dump(mode="json")},
+                        keep_last=self.config.loop.keep_last)
+
+    def precision(self) -> str:
+        wanted = self.config.loop.precision
+        if wanted == "auto":
+            return "bf16" if self.process.device.type == "cuda" else "fp32"
+        if wanted == "bf16" and self.process.device.type != "cuda":
+            raise ConfigError("loop.precision=bf16 is for GPUs (bf16 on CPU is many times slower); use fp32 or auto")
+        return wanted
+
+    # -------------------------------------------------------------- the loop
+    def run(self) -> Path:
+        cfg = self.config
+        if self.process.is_main:
+            self.prepare_output()
+        dataset = build_dataset(cfg.data.dataset, cfg.model.image_size, split="train",
+                                **({"flip": True} if cfg.data.flip else {}))
+        batches = StepBatches(len(dataset), cfg.optim.batch_size, cfg.optim.grad_accum, self.process.rank,
+                              self.process.world_size, cfg.loop.seed, start_step=self.start_step)
+        loader = iter(step_loader(dataset, batches, cfg.data.num_workers, self.process.device.type == "cuda"))
+        logger = MetricsLogger(self.out, self.start_step, cfg.loop.tensorboard) if self.process.is_main else None
+        bar = self.progress_bar()
+        window_start, window_images = time.perf_counter(), 0
+        for step in range(self.start_step, cfg.loop.max_steps):
+            terms, grad_norm = self.train_step(step, loader)
+            window_images += cfg.optim.batch_size
+            if (step + 1) % cfg.loop.log_every == 0 or step + 1 == cfg.loop.max_steps:
+                terms = self.average_over_processes(terms)
+                speed = window_images / max(time.perf_counter() - window_start, 1e-9)
+                record = {"step": step + 1, **terms, "lr": learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps),
+                          "grad_norm": grad_norm, "images_per_s": round(speed, 2)}
+                if logger:
+                    logger.write(record)
+                if bar:
+                    bar.set_postfix(loss=f"{terms['loss']:.4f}", img_s=f"{speed:.1f}")
+                window_start, window_images = time.perf_counter(), 0
+            if bar:
+                bar.update(1)
+            if (step + 1) % cfg.loop.checkpoint_every == 0 or step + 1 == cfg.loop.max_steps:
+                self.checkpoint(step + 1)
+            if cfg.loop.sample_every and (step + 1) % cfg.loop.sample_every == 0 and self.process.is_main:
+                self.write_samples(step + 1)
+        if bar:
+            bar.close()
+        if logger:
+            logger.close()
+        self.check_in_sync()
+        return self.save_final_model()
+
+    def train_step(self, step: int, loader) -> tuple[dict[str, float], float]:
+        """One optimiser step over ``grad_accum`` micro-batches; returns this process's loss terms."""
+        cfg = self.config
+        torch.manual_seed(step_seed(cfg.loop.seed, step, self.process.rank))
+        lr = learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        totals: dict[str, float] = {}
+        for micro in range(cfg.optim.grad_accum):
+            images = next(loader)["image"].to(self.process.device, non_blocking=True)
+            teacher = self.teacher(images) if self.teacher is not None else None
+            last = micro + 1 == cfg.optim.grad_accum
+            sync = self.forward.no_sync() if self.process.distributed and not last else _nothing()
+            with sync, torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                result = self.forward(images, teacher)
+                (result.loss / cfg.optim.grad_accum).backward()
+            for name, value in {"loss": result.loss, **result.terms}.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.optim.grad_accum
+        grad_norm = self.clip_gradients()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.update_ema(step)
+        return totals, grad_norm
+
+    def clip_gradients(self) -> float:
+        clip = self.config.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, clip if clip is not None else float("inf"))
+        return float(norm)
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        decay = ema_decay(step, self.config.optim.ema_decay)
+        for average, param in zip(self.ema.parameters(), self.model.predictor.parameters()):
+            average.lerp_(param.detach(), 1 - decay)
+
+    def average_over_processes(self, terms: dict[str, float]) -> dict[str, float]:
+        if not self.process.distributed:
+            return terms
+        names = sorted(terms)
+        values = torch.tensor([terms[name] for name in names], device=self.process.device)
+        dist.all_reduce(values)
+        return {name: float(value) / self.process.world_size for name, value in zip(names, values)}
+
+    def check_in_sync(self) -> None:
+        """DDP keeps replicas identical; verify it at the end (a cheap checksum per process)."""
+        if not self.process.distributed:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in self.model.predictor.parameters()]).sum()
+        gathered = [torch.zeros_like(checksum) for _ in range(self.process.world_size)]
+        dist.all_gather(gathered, checksum)
+        if any(float(value) != float(checksum) for value in gathered):
+            raise RuntimeError(f"processes diverged: parameter checksums {[float(v) for v in gathered]}")
+        if self.process.is_main:
+            print(f"parameters identical on all {self.process.world_size} processes (checksum {float(checksum):.6f})",
+                  flush=True)
+
+    # -------------------------------------------------------------- output
+    def prepare_output(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(dump_config(self.config)))
+
+    def progress_bar(self):
+        if not (self.process.is_main and self.progress):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.config.loop.max_steps, initial=self.start_step, desc=f"train {self.config.name}",
+                    unit="step", dynamic_ncols=True)
+
+    def ema_model(self) -> COMiT:
+        """The model with the EMA weights (sharing the autoencoder)."""
+        model = COMiT(self.config.model, autoencoder=self.model.vae)
+        model.predictor.load_state_dict(self.ema.state_dict())
+        return model.to(self.process.device).eval()
+
+    def write_samples(self, step: int) -> None:
+        cfg = self.config
+        dataset = build_dataset(cfg.data.val_dataset or cfg.data.dataset, cfg.model.image_size, split="val")
+        count = min(cfg.loop.sample_images, len(dataset))
+        images = torch.stack([dataset[i]["image"] for i in range(count)]).to(self.process.device)
+        generator = torch.Generator().manual_seed(0)
+        model = self.ema_model()
+        with torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            recon = model.reconstruct(images, order="raster_scan", num_crops=None, num_steps=10, cfg_weight=1.0,
+                                      generator=generator)
+        grid = torch.cat([torch.cat(list(images.cpu()), dim=2), torch.cat(list(recon.cpu().clamp(-1, 1)), dim=2)], dim=1)
+        save_image(grid, self.out / "samples" / f"step-{step:09d}.png")  # atomic
+
+    def save_final_model(self) -> Path:
+        target = self.out / "model"
+        if self.process.is_main:
+            self.ema_model().save_pretrained(target)
+        if self.process.distributed:
+            dist.barrier()
+        return target
+
+
+class MetricsLogger:
+    """Appends one JSON line per logged step; a resumed run first drops lines past its checkpoint."""
+
+    def __init__(self, out: Path, start_step: int, tensorboard: bool):
+        self.path = out / METRICS_FILE
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
+        self.handle = self.path.open("a")
+        self.board = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as error:
+                raise ConfigError("loop.tensorboard=true needs tensorboard: pip install 'comit[tensorboard]'") from error
+            self.board = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
+
+    def write(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        if self.board:
+            for key, value in record.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.board:
+            self.board.close()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+# ---------------------------------------------------------------------- entry points
+def prepare_run(config_name: str | None, out: Path, resume: bool, overrides: list[str]) -> TrainConfig:
+    """The config of a new run, or of the run in ``out`` when resuming (overrides still apply)."""
+    out = Path(out)
+    existing = out / CONFIG_FILE
+    if resume:
+        if not existing.is_file():
+            raise ResumeError(f"nothing to resume: {out} holds no {CONFIG_FILE}; start a run there without --resume")
+        return load_config(existing, overrides)
+    if latest_checkpoint(out / "checkpoints") is not None:
+        raise ResumeError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    return load_config(config_name, overrides)
+
+
+def train(config: TrainConfig, out: Path, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) training; returns the directory of the final EMA model."""
+    torch.set_flush_denormal(True)
+    trainer = Trainer(config, out, resume=resume, progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.process.distributed and dist.is_initialized():
+            dist.destroy_process_group()

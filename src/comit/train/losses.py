@@ -1,0 +1,30 @@
+"""The three training losses: flow matching on the full latent, REPA on patch states, SREPA on
+message states. Each takes plain tensors, so it can be read and tested on its own."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared error to the straight path's velocity: x_t = t x1 + (1 - t) noise moves at x1 - noise."""
+    return F.mse_loss(velocity.float(), (x1 - noise).float())
+
+
+def negative_cosine(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """-cos(student, teacher) over the last dimension, averaged (optionally weighted per sample)."""
+    cosine = F.cosine_similarity(student.float(), teacher.float(), dim=-1)
+    if cosine.dim() > 1:
+        cosine = cosine.mean(dim=tuple(range(1, cosine.dim())))
+    if weights is None:
+        return -cosine.mean()
+    return -(cosine * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def projector(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
+    """REPA's 3-layer MLP with SiLU: the student's states only have to contain the teacher's
+    features up to this map, not equal them."""
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, out_features))

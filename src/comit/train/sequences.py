@@ -1,0 +1,92 @@
+"""Crop sequences for training: K crops per image, optionally the whole image first.
+
+At inference crops come from the grid in a chosen order; in training each image draws its own
+number of crops K (so the model never knows whether more will follow) and its own crops. A crop
+is a box (top, left, size) in pixels; its location is the box centre normalised to [-1, 1], x
+first, exactly as in ``model/crops.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model.crops import CropGrid
+
+
+@dataclass
+class CropSequences:
+    """Boxes [K_max, B] (top, left, size) in pixels and the number of crops of each image [B].
+
+    Entries past an image's own count are padding and never read.
+    """
+
+    top: torch.Tensor
+    left: torch.Tensor
+    size: torch.Tensor
+    count: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.top.shape[0]
+
+    def locations(self, column: torch.Tensor, image_size: int) -> torch.Tensor:
+        """[B, 2] centres (x, y) in [-1, 1] of each image's crop number ``column[b]``."""
+        rows = torch.arange(column.shape[0])
+        half = image_size / 2
+        size = self.size[column, rows].float()
+        x = (self.left[column, rows] + size / 2) / half - 1
+        y = (self.top[column, rows] + size / 2) / half - 1
+        return torch.stack([x, y], dim=1)
+
+    def last(self) -> torch.Tensor:
+        """Index [B] of each image's last crop."""
+        return self.count - 1
+
+
+def crops_available(num_local: int, global_first_p: float) -> int:
+    """Most crops one image can take: every local crop, plus the global one when it can come first."""
+    return num_local + (1 if global_first_p > 0 else 0)
+
+
+def sample_sequences(batch: int, grid: CropGrid, min_crops: int, max_crops: int, global_first_p: float,
+                     positions: str = "grid") -> CropSequences:
+    """Draw K ~ uniform{min..max} per image and K crops without repetition (grid) or anywhere (random).
+
+    With probability ``global_first_p`` an image's first crop is the whole image; the remaining
+    K - 1 are local. ``max_crops`` counts the global crop, so a grid of g x g allows up to g²
+    local crops (plus the global one).
+    """
+    count = torch.randint(min_crops, max_crops + 1, (batch,))
+    global_first = torch.rand(batch) < global_first_p
+    # Without a global crop there are at most g² local crops to draw from.
+    count = torch.where(global_first, count, count.clamp(max=grid.num_local))
+    length = int(count.max())
+    top = torch.zeros(length, batch, dtype=torch.long)
+    left = torch.zeros_like(top)
+    size = torch.full_like(top, grid.crop_size)
+    for b in range(batch):
+        first = int(global_first[b])
+        locals_needed = int(count[b]) - first
+        if first:
+            size[0, b] = grid.image_size
+        boxes = _local_boxes(grid, locals_needed, positions)
+        top[first:first + locals_needed, b] = boxes[:, 0]
+        left[first:first + locals_needed, b] = boxes[:, 1]
+    return CropSequences(top=top, left=left, size=size, count=count)
+
+
+def _local_boxes(grid: CropGrid, count: int, positions: str) -> torch.Tensor:
+    """[count, 2] (top, left) of local crops: distinct grid cells, or uniform pixel positions."""
+    if positions == "grid":
+        cells = torch.randperm(grid.num_local)[:count]
+        return torch.stack([(cells // grid.grid_size) * grid.stride, (cells % grid.grid_size) * grid.stride], dim=1)
+    if positions == "random":
+        return torch.randint(0, grid.image_size - grid.crop_size + 1, (count, 2))
+    raise ValueError(f"crop positions must be 'grid' or 'random', got {positions!r}")
+
+
+def cut(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel crops [B, C, size, size] at per-image (top, left)."""
+    return torch.stack([image[:, t:t + size, l:l + size] for image, t, l in zip(images, top.tolist(), left.tolist())])

@@ -1,0 +1,143 @@
+"""One COMiT training step, top to bottom (paper §3; spec §6).
+
+For a batch of images:
+
+1. draw a crop sequence per image: K crops, with some probability the whole image first;
+2. write the message crop by crop from m0; the first K - 1 updates run WITHOUT gradient, only the
+   last one carries gradient (through FSQ's straight-through rounding) — the model learns to
+   improve a message, not to unroll K steps;
+3. with some probability replace the message by m0 (so the decoder also learns the unconditional
+   velocity that guidance needs);
+4. flow matching on the full-image latent, read through the message with the decoding offset
+   -loc(last crop): x_t = t x1 + (1 - t) noise, target x1 - noise;
+5. REPA: patch states at the tap -> MLP projector -> cosine to the teacher's patch features;
+   SREPA: message states at the tap, pooled -> MLP projector -> cosine to the teacher's global feature.
+
+All randomness comes from torch's global generator, seeded per process by the loop, so a step is
+reproducible and a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..model.autoencoders import encode
+from ..model.comit import COMiT
+from .config import StepConfig
+from .losses import flow_matching_loss, negative_cosine, projector
+from .sequences import CropSequences, crops_available, cut, sample_sequences
+from .teachers import TeacherFeatures, resample_patches
+
+
+@dataclass
+class StepResult:
+    """The loss to minimise and its terms (detached floats are taken by the loop)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+class TrainingStep(nn.Module):
+    """What trains: the COMiT model and the REPA/SREPA projectors. ``forward`` is one step's loss.
+
+    The autoencoder stays frozen (the SD-VAE in the paper); only the predictor and the projectors
+    receive gradients. The offset head has no training target in the paper and is left frozen.
+    """
+
+    def __init__(self, model: COMiT, config: StepConfig, teacher_dim: int | None = None):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.max_crops = config.max_crops or crops_available(model.crops.num_local, config.global_first_p)
+        model.quantizer.drop_quantization_p = config.drop_quantization_p
+        model.quantizer.corrupt_p = config.corrupt_p
+        if isinstance(model.vae, nn.Module):
+            model.vae.requires_grad_(False)
+        model.predictor.c_final_layer.requires_grad_(False)
+        hidden = model.config.hidden_size
+        width = config.projector_hidden or 4 * hidden
+        aligned = teacher_dim is not None
+        self.repa = projector(hidden, width, teacher_dim) if aligned and config.repa_weight > 0 else None
+        self.srepa = projector(hidden, width, teacher_dim) if aligned and config.srepa_weight > 0 else None
+
+    def train(self, mode: bool = True) -> "TrainingStep":
+        super().train(mode)
+        if isinstance(self.model.vae, nn.Module):
+            self.model.vae.eval()  # a frozen autoencoder keeps its inference behaviour
+        return self
+
+    def forward(self, images: torch.Tensor, teacher: TeacherFeatures | None = None) -> StepResult:
+        model, cfg = self.model, self.config
+        batch = images.shape[0]
+        with torch.no_grad():
+            x1 = encode(model.vae, images)
+        crops = sample_sequences(batch, model.crops, cfg.min_crops, self.max_crops, cfg.global_first_p,
+                                 cfg.crop_positions)
+
+        # 2. Write the message: K - 1 updates without gradient, the last one with it.
+        messages = model.empty_message(batch)
+        with torch.no_grad():
+            for step in range(crops.length - 1):
+                column = torch.full((batch,), step)
+                messages = self.observe(images, crops, column, messages, select=column < crops.last())
+        messages = self.observe(images, crops, crops.last(), messages)
+        last_location = crops.locations(crops.last(), model.config.image_size).to(images.device)
+
+        # 3. Guidance training: some messages become m0 (mixed in, so the graph stays whole).
+        conditional = (torch.rand(batch, device=images.device) >= cfg.unconditional_p)
+        messages = torch.where(conditional[:, None, None], messages, model.empty_message(batch))
+
+        # 4. Flow matching on the full latent.
+        t = self.sample_time(batch, images.device)
+        noise = torch.randn_like(x1)
+        tt = t.view(-1, 1, 1, 1)
+        xt = tt * x1 + (1 - tt) * noise
+        out = model.predictor(xt, t, messages, -last_location, with_queries=False)
+        terms = {"fm": flow_matching_loss(out.velocity, x1, noise)}
+
+        # 5. Alignment to the frozen teacher.
+        if teacher is not None and self.repa is not None:
+            target = resample_patches(teacher.patches, model.predictor.grid_size)
+            terms["repa"] = negative_cosine(self.repa(out.patch_states), target)
+        if teacher is not None and self.srepa is not None:
+            pooled = out.message_states.mean(dim=1)
+            terms["srepa"] = negative_cosine(self.srepa(pooled), teacher.global_, weights=conditional.float())
+        weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight}
+        loss = sum(weights[name] * value for name, value in terms.items())
+        return StepResult(loss=loss, terms=terms)
+
+    def observe(self, images: torch.Tensor, crops: CropSequences, column: torch.Tensor, messages: torch.Tensor,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """Update the message of each selected image with its crop number ``column[b]``.
+
+        Crops of different sizes (the global crop and local ones) go through the transformer as
+        separate batches, because their latents differ in size.
+        """
+        rows = torch.arange(images.shape[0])
+        select = torch.ones_like(rows, dtype=torch.bool) if select is None else select
+        top, left, size = crops.top[column, rows], crops.left[column, rows], crops.size[column, rows]
+        offset = self.offsets(crops, column).to(images.device)
+        updated = messages.clone()
+        for crop_size in size[select].unique().tolist():
+            group = select & (size == crop_size)
+            pixels = cut(images[group.to(images.device)], top[group], left[group], crop_size)
+            with torch.no_grad():
+                latents = encode(self.model.vae, pixels)
+            on_device = group.to(images.device)
+            updated[on_device] = self.model.write_message(latents, messages[on_device], offset[on_device])
+        return updated
+
+    def offsets(self, crops: CropSequences, column: torch.Tensor) -> torch.Tensor:
+        """a_k = loc_k - loc_{k-1}, zero for each image's first crop."""
+        size = self.model.config.image_size
+        current = crops.locations(column, size)
+        previous = crops.locations((column - 1).clamp(min=0), size)
+        return torch.where((column == 0)[:, None], torch.zeros_like(current), current - previous)
+
+    def sample_time(self, batch: int, device: torch.device) -> torch.Tensor:
+        if self.config.t_sampling == "logit_normal":
+            return torch.sigmoid(self.config.t_mean + self.config.t_std * torch.randn(batch)).to(device)
+        return torch.rand(batch).to(device)

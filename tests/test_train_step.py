@@ -1,0 +1,139 @@
+"""The training step: crop sequences, losses, which update carries gradient, guidance dropout."""
+
+import pytest
+import torch
+
+from comit import COMiT
+from comit.model.crops import CropGrid
+from comit.train.config import StepConfig
+from comit.train.losses import flow_matching_loss, negative_cosine
+from comit.train.sequences import sample_sequences
+from comit.train.step import TrainingStep
+from comit.train.teachers import TeacherFeatures
+
+from conftest import randomize, tiny_config
+
+
+@pytest.fixture
+def grid():
+    return CropGrid(64, 24, 3)
+
+
+def test_sequences_respect_counts_and_grid(grid):
+    torch.manual_seed(0)
+    crops = sample_sequences(256, grid, min_crops=2, max_crops=10, global_first_p=0.5)
+    assert int(crops.count.min()) >= 2 and int(crops.count.max()) <= 10
+    global_first = crops.size[0] == 64
+    assert 0.35 < global_first.float().mean() < 0.65
+    assert int(crops.count[~global_first].max()) <= 9, "no more locals than grid cells"
+    for b in range(256):
+        k = int(crops.count[b])
+        start = int(global_first[b])
+        cells = {(int(crops.top[j, b]), int(crops.left[j, b])) for j in range(start, k)}
+        assert len(cells) == k - start, "a grid crop is never repeated"
+        assert all(top % 20 == 0 and left % 20 == 0 for top, left in cells), "grid positions, stride 20"
+        assert all(int(crops.size[j, b]) == 24 for j in range(start, k))
+
+
+def test_random_positions_stay_inside(grid):
+    torch.manual_seed(0)
+    crops = sample_sequences(64, grid, 1, 9, 0.0, positions="random")
+    used = torch.arange(crops.length)[:, None] < crops.count[None]
+    assert int(crops.top[used].max()) <= 40 and int(crops.left[used].max()) <= 40
+    assert len({int(t) for t in crops.top[used]}) > 9, "positions off the grid occur"
+
+
+def test_locations_match_inference_geometry(grid):
+    torch.manual_seed(0)
+    crops = sample_sequences(32, grid, 1, 10, 0.5)
+    column = torch.zeros(32, dtype=torch.long)
+    expected = []
+    for b in range(32):
+        top, left, size = (int(crops.top[0, b]), int(crops.left[0, b]), int(crops.size[0, b]))
+        from comit.model.crops import Box
+        expected.append(grid.location(Box(top, left, size)))
+    assert torch.allclose(crops.locations(column, 64), torch.tensor(expected))
+
+
+def test_flow_matching_loss_is_zero_on_the_true_velocity():
+    x1, noise = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    assert float(flow_matching_loss(x1 - noise, x1, noise)) == 0.0
+    assert float(flow_matching_loss(torch.zeros_like(x1), x1, noise)) == pytest.approx(float((x1 - noise).pow(2).mean()))
+
+
+def test_negative_cosine_bounds_and_weights():
+    a = torch.randn(4, 5, 8)
+    assert float(negative_cosine(a, a)) == pytest.approx(-1.0)
+    assert float(negative_cosine(a, -a)) == pytest.approx(1.0)
+    student, teacher = torch.randn(3, 8), torch.randn(3, 8)
+    teacher[0] = student[0]
+    weights = torch.tensor([1.0, 0.0, 0.0])
+    assert float(negative_cosine(student, teacher, weights)) == pytest.approx(-1.0)
+
+
+def _step(config: StepConfig, teacher_dim=None) -> TrainingStep:
+    torch.manual_seed(0)
+    model = randomize(COMiT(tiny_config()))  # DiT's zero init would hide every gradient but the heads'
+    return TrainingStep(model, config, teacher_dim=teacher_dim).train()
+
+
+def test_only_the_last_update_carries_gradient(monkeypatch):
+    step = _step(StepConfig(min_crops=3, max_crops=3, global_first_p=0.0, unconditional_p=0.0))
+    model = step.model
+    grad_modes = []
+    original = model.write_message
+
+    def spy(*args, **kwargs):
+        grad_modes.append(torch.is_grad_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "write_message", spy)
+    result = step(torch.rand(4, 3, 64, 64) * 2 - 1)
+    assert grad_modes == [False, False, True]
+    result.loss.backward()
+    assert model.predictor.r_final_layer.linear.weight.grad is not None, "the message head learns"
+    assert model.predictor.r_final_layer.linear.weight.grad.abs().sum() > 0
+    assert model.predictor.c_final_layer.linear.weight.grad is None, "the offset head has no target"
+
+
+def test_unconditional_messages_are_m0(monkeypatch):
+    step = _step(StepConfig(unconditional_p=1.0, min_crops=1, max_crops=2))
+    seen = {}
+    original = step.model.predictor.forward
+
+    def spy(x, t, message, offset, **kwargs):
+        if not kwargs.get("with_queries", True):
+            seen["message"] = message
+        return original(x, t, message, offset, **kwargs)
+
+    monkeypatch.setattr(step.model.predictor, "forward", spy)
+    step(torch.rand(3, 3, 64, 64) * 2 - 1)
+    assert torch.equal(seen["message"], step.model.empty_message(3))
+
+
+def test_alignment_terms_with_a_teacher():
+    step = _step(StepConfig(), teacher_dim=12)
+    teacher = TeacherFeatures(patches=torch.randn(2, 64, 12), global_=torch.randn(2, 12))
+    result = step(torch.rand(2, 3, 64, 64) * 2 - 1, teacher)
+    assert set(result.terms) == {"fm", "repa", "srepa"}
+    for value in result.terms.values():
+        assert torch.isfinite(value)
+    expected = result.terms["fm"] + 0.5 * result.terms["repa"] + 0.5 * result.terms["srepa"]
+    assert torch.allclose(result.loss, expected)
+    result.loss.backward()
+    assert step.repa[0].weight.grad.abs().sum() > 0 and step.srepa[0].weight.grad.abs().sum() > 0
+
+
+def test_without_teacher_only_flow_matching():
+    result = _step(StepConfig())(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert set(result.terms) == {"fm"}
+
+
+def test_step_is_reproducible_from_the_seed():
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    losses = []
+    for _ in range(2):
+        step = _step(StepConfig())
+        torch.manual_seed(5)
+        losses.append(step(images).loss)
+    assert torch.equal(losses[0], losses[1])

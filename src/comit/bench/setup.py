@@ -68,13 +68,14 @@ class BenchSettings:
 
 
 def model_config(settings: BenchSettings) -> ModelConfig:
+    tap = min(4, MODEL_SIZES[settings.size]["depth"] - 1)
     if settings.resolved_geometry == "small":
         small = dict(num_msg_tokens=16, patch_size=4, image_size=64, crop_size=24, grid_size=3,
                      autoencoder=AutoencoderConfig(kind="pixel"))
-        depth = MODEL_SIZES[settings.size]["depth"]
-        return ModelConfig.sized(settings.size, representation_layer=min(4, depth - 1), **small)
+        return ModelConfig.sized(settings.size, representation_layer=tap, **small)
     # the posterior mean keeps re-encoded crops identical, so outputs can be compared
-    return ModelConfig.sized(settings.size, autoencoder=AutoencoderConfig(kind="sd-vae", sample_posterior=False))
+    return ModelConfig.sized(settings.size, representation_layer=tap,
+                             autoencoder=AutoencoderConfig(kind="sd-vae", sample_posterior=False))
 
 
 def build_model(settings: BenchSettings, device: torch.device) -> COMiT:

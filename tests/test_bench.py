@@ -72,7 +72,7 @@ def test_peak_memory_is_per_measurement():
 
 def test_tiny_bench_writes_every_field(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--size", "tiny", "--out", str(tmp_path), "--repeats", "1",
-                                      "--threads", "1", "--forward-batches", "1,2"])
+                                      "--threads", "1", "--forward-batches", "1,2", "--train-configs", "tiny"])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
     assert (tmp_path / "bench.md").read_text().startswith("# comit bench")
@@ -97,9 +97,10 @@ def test_tiny_bench_writes_every_field(tmp_path):
     assert {"fused_attention", "drop_queries", "skip_unconditional_at_w1", "batch_guidance_passes",
             "inference_mode", "bf16_autocast"} <= paths
     assert data["fast_paths"]["adaptive_attribution"]["rows"]
-    train = data["train"]
-    assert train.get("status") == "unavailable" or all(
-        {"images_per_s", "pct_of_peak", "peak_memory_mb"} <= set(r) for r in train["rows"])
+    (train,) = data["train"]["rows"]
+    assert train["config"] == "tiny" and train["batch"] == 16
+    assert train["images_per_s"] > 0 and 0 < train["pct_of_peak"] and train["peak_memory_mb"] > 0
+    assert train["model_flops_per_step"] > 0
 
 
 @pytest.mark.parametrize("args,message", [
@@ -108,6 +109,7 @@ def test_tiny_bench_writes_every_field(tmp_path):
     (["--forward-batches", "1,x"], "comma-separated integers"),
     (["--precision", "fp8"], "precision must be one of"),
     (["--device", "cuda"], "no CUDA device"),
+    (["--sections", "train", "--train-configs", "nonesuch"], "no config file 'nonesuch'"),
 ])
 def test_bad_bench_options_fail_in_one_line(tmp_path, args, message):
     if args[:2] == ["--device", "cuda"] and torch.cuda.is_available():
@@ -124,3 +126,15 @@ def test_bench_model_has_random_nonzero_heads():
     model = build_model(BenchSettings(size="tiny").check(), torch.device("cpu"))
     assert model.predictor.final_layer.linear.weight.abs().sum() > 0  # not DiT's zero init
     assert model.config.image_size == 64 and model.config.autoencoder.kind == "pixel"
+
+
+def test_training_flops_count_backward_for_recorded_calls_only(tiny_model):
+    """A call autograd records costs forward + 2x forward (backward); a no_grad call forward only."""
+    x, message = torch.randn(2, 3, 64, 64), tiny_model.empty_message(2)
+    with count_calls(tiny_model) as calls:
+        with torch.no_grad():
+            tiny_model.predictor(x, torch.rand(2), message, torch.zeros(2, 2), with_queries=False)
+        tiny_model.predictor(x, torch.rand(2), message, torch.zeros(2, 2), with_queries=False)
+    assert calls.transformer_grad == [False, True]
+    forward = transformer_call_flops(tiny_model.predictor, 2, 64, False).total
+    assert calls.training_flops(tiny_model) == forward + 3 * forward

@@ -36,16 +36,21 @@ from ..model.solvers import integrate
 
 
 @contextmanager
-def default_vae_layout(model: COMiT) -> Iterator[None]:
-    """Turn off the SD-VAE's channels-last inputs (our fast path) for a while."""
+def vae_layout(model: COMiT, channels_last: bool) -> Iterator[None]:
+    """Set the SD-VAE's input layout for a while (autoencoders without the option are left alone)."""
     previous = getattr(model.vae, "channels_last", None)
     if previous is not None:
-        model.vae.channels_last = False
+        model.vae.channels_last = channels_last
     try:
         yield
     finally:
         if previous is not None:
             model.vae.channels_last = previous
+
+
+def default_vae_layout(model: COMiT):
+    """The SD-VAE with inputs in the default (contiguous) layout, as diffusers uses it."""
+    return vae_layout(model, channels_last=False)
 
 
 @torch.no_grad()

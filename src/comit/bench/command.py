@@ -33,13 +33,15 @@ Geometry = Annotated[str, typer.Option("--geometry", help="auto | paper | small 
 Attention = Annotated[str, typer.Option("--attention", help="Attention modes to measure.")]
 Sections = Annotated[str, typer.Option("--sections", help="Sections to run.")]
 ForwardBatches = Annotated[str, typer.Option("--forward-batches", help="Batch sizes of the forward section.")]
+TrainConfigs = Annotated[str, typer.Option("--train-configs", help="Training configs of the train section.")]
 Threads = Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default).")]
 
 
 def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 1, repeats: Repeats = 3,
           warmup: Warmup = 0, precision: Precision = "fp32", compile: Compile = False, geometry: Geometry = "auto",
           attention: Attention = ",".join(ATTENTION_MODES), sections: Sections = ",".join(SECTIONS),
-          forward_batches: ForwardBatches = "1,4", threads: Threads = 0):
+          forward_batches: ForwardBatches = "1,4", train_configs: TrainConfigs = "tiny,shapes-small",
+          threads: Threads = 0):
     """Benchmark on random weights: peak, forward, tokenize, detokenize, fast paths, training step."""
     import torch
 
@@ -50,7 +52,8 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
         raise ValueError(f"--threads must be >= 0, got {threads}")
     settings = BenchSettings(size=size, device=device, batch=batch, repeats=repeats, warmup=warmup,
                              precision=precision, compile=compile, geometry=geometry, attention=_names(attention),
-                             sections=_names(sections), forward_batches=_integers(forward_batches, "--forward-batches"))
+                             sections=_names(sections), forward_batches=_integers(forward_batches, "--forward-batches"),
+                             train_configs=_names(train_configs))
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

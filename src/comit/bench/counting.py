@@ -16,10 +16,11 @@ from .flops import CallFlops, transformer_call_flops
 
 @dataclass
 class CallLog:
-    """transformer: (batch, latent side, with_queries) per call; vae_encode / vae_decode: input
-    shapes per call."""
+    """transformer: (batch, latent side, with_queries) per call, and whether autograd recorded it
+    (``transformer_grad``); vae_encode / vae_decode: input shapes per call."""
 
     transformer: list[tuple[int, int, bool]] = field(default_factory=list)
+    transformer_grad: list[bool] = field(default_factory=list)
     vae_encode: list[tuple[int, ...]] = field(default_factory=list)
     vae_decode: list[tuple[int, ...]] = field(default_factory=list)
 
@@ -27,6 +28,13 @@ class CallLog:
         parts = [transformer_call_flops(model.predictor, b, side, q) for b, side, q in self.transformer]
         return CallFlops(*(sum(getattr(p, name) for p in parts)
                            for name in ("tokens", "per_token_weights", "attention", "per_sample")))
+
+    def training_flops(self, model) -> int:
+        """Forward FLOPs of every call plus 2x (the backward pass) for the calls autograd recorded."""
+        total = 0
+        for (batch, side, queries), grad in zip(self.transformer, self.transformer_grad):
+            total += transformer_call_flops(model.predictor, batch, side, queries).total * (3 if grad else 1)
+        return total
 
     def summary(self, model) -> dict:
         """Numbers of calls, the samples and tokens they carried, and the transformer's FLOPs."""
@@ -51,6 +59,7 @@ def count_calls(model) -> Iterator[CallLog]:
         x = args[0] if args else kwargs["x"]
         with_queries = kwargs.get("with_queries", args[4] if len(args) > 4 else True)
         log.transformer.append((x.shape[0], x.shape[-1], bool(with_queries) or module.attention == "released"))
+        log.transformer_grad.append(torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters()))
 
     handle = predictor.register_forward_pre_hook(on_forward, with_kwargs=True)
     restore = [_wrap_method(model.vae, "encode", log.vae_encode), _wrap_method(model.vae, "decode", log.vae_decode)]

@@ -46,6 +46,16 @@ class Context:
     def compute_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.settings.precision == "bf16" else torch.float32
 
+    @property
+    def gemm_size(self) -> int:
+        return default_gemm_size(self.device, quick=self.settings.size == "tiny")
+
+    def gemm(self) -> tuple[Callable[[], object], int]:
+        """The peak GEMM of this run (a function) and its FLOPs."""
+        size = self.gemm_size
+        a, b = gemm_operands(self.device, self.compute_dtype, size)
+        return (lambda: a @ b), gemm_flops(size)
+
 
 @contextmanager
 def attention_mode(model: COMiT, mode: str) -> Iterator[None]:
@@ -111,16 +121,10 @@ def predictor_inputs(model: COMiT, batch: int, side: int, seed: int) -> tuple:
 
 
 # ---------------------------------------------------------------------- peak
-def gemm_function(ctx: Context) -> tuple[Callable[[], object], int]:
-    size = default_gemm_size(ctx.device)
-    a, b = gemm_operands(ctx.device, ctx.compute_dtype, size)
-    return (lambda: a @ b), gemm_flops(size)
-
-
 def peak_section(ctx: Context) -> dict:
-    gemm, flops = gemm_function(ctx)
+    gemm, flops = ctx.gemm()
     timing = time_interleaved({"gemm": gemm}, ctx.device, max(ctx.settings.repeats, 5), warmup=2)["gemm"]
-    result = {"gemm_size": default_gemm_size(ctx.device), "dtype": str(ctx.compute_dtype).replace("torch.", ""),
+    result = {"gemm_size": ctx.gemm_size, "dtype": str(ctx.compute_dtype).replace("torch.", ""),
               "gflops": gflops(flops, timing), "timing": timing.as_dict()}
     ctx.log(f"peak: {result['gflops']['median']:.0f} GFLOP/s ({result['dtype']} {result['gemm_size']}^3 GEMM)")
     return result
@@ -132,7 +136,7 @@ def forward_section(ctx: Context) -> list[dict]:
     (queries dropped where exact), each timed interleaved with the GEMM for a same-moment peak."""
     model, rows = ctx.model, []
     crop_side, full_side = latent_sides(model)
-    gemm, gemm_work = gemm_function(ctx)
+    gemm, gemm_work = ctx.gemm()
     for batch in sorted(set(ctx.settings.forward_batches) | {ctx.settings.batch}):
         for mode in ctx.settings.attention:
             for kind, side, with_queries in (("encode", crop_side, True), ("decode", full_side, False)):
@@ -276,7 +280,7 @@ def fast_paths_section(ctx: Context) -> dict:
                               plain(7.5, batch_passes=False, skip_unconditional_at_1=True), max_abs_diff,
                               note="one guided velocity at w=7.5: cond+uncond as one call of 2B vs two calls of B"))
     rows.append(inference_mode_row(ctx, decode_args))
-    if getattr(model.vae, "channels_last", False) and ctx.device.type == "cpu":
+    if has_layout_option(model) and ctx.device.type == "cpu":
         rows += vae_layout_rows(ctx, mode)
     if ctx.settings.precision == "fp32":
         rows.append(fast_path_row(ctx, "bf16_autocast", mode, lambda: _bf16(ctx, decode_args),
@@ -295,15 +299,20 @@ def vae_layout_rows(ctx: Context, mode: str) -> list[dict]:
     """SD-VAE decode and whole-image encode with channels-last inputs vs the default layout."""
     vae, latents, images = ctx.model.vae, ctx.inputs.noise, ctx.inputs.images
 
-    def plain(function):
+    def in_layout(function, channels_last):
         def run():
-            with baseline.default_vae_layout(ctx.model):
+            with baseline.vae_layout(ctx.model, channels_last):
                 return function()
         return run
 
-    return [fast_path_row(ctx, f"vae_channels_last_{name}", mode, function, plain(function), max_abs_diff,
+    return [fast_path_row(ctx, f"vae_channels_last_{name}", mode, in_layout(function, True),
+                          in_layout(function, False), max_abs_diff,
                           note=f"SD-VAE {name} with channels-last input vs the default layout")
             for name, function in (("decode", lambda: vae.decode(latents)), ("encode", lambda: vae.encode(images)))]
+
+
+def has_layout_option(model: COMiT) -> bool:
+    return hasattr(model.vae, "channels_last")
 
 
 def _bf16(ctx: Context, args: tuple) -> torch.Tensor:
@@ -334,7 +343,7 @@ def unit_costs(ctx: Context) -> dict:
     functions = {"vae_encode_crop": lambda: encode(model.vae, crop),
                  "vae_encode_image": lambda: encode(model.vae, ctx.inputs.images),
                  "vae_decode_image": lambda: model.vae.decode(ctx.inputs.noise)}
-    if getattr(model.vae, "channels_last", False) and ctx.device.type == "cpu":
+    if has_layout_option(model) and ctx.device.type == "cpu" and model.vae.channels_last:
         for name in list(functions):
             functions[f"{name}_default_layout"] = lambda f=functions[name]: _default_layout(model, f)
     for mode in ctx.settings.attention:
@@ -388,7 +397,6 @@ def adaptive_attribution(units: dict, ctx: Context, crops: int = ADAPTIVE_CROPS)
 
 
 def train_section(ctx: Context) -> dict:
-    """HOOK: the training-step benchmark needs comit.train.step (being written on main)."""
     from .training import train_step_benchmark
 
     return train_step_benchmark(ctx)

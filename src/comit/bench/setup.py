@@ -34,6 +34,7 @@ class BenchSettings:
     attention: tuple[str, ...] = ATTENTION_MODES
     sections: tuple[str, ...] = SECTIONS
     forward_batches: tuple[int, ...] = (1, 4)
+    train_configs: tuple[str, ...] = ("tiny", "shapes-small")
     seed: int = 0
 
     def check(self) -> "BenchSettings":
@@ -52,6 +53,8 @@ class BenchSettings:
         unknown = [m for m in self.attention if m not in ATTENTION_MODES]
         if unknown or not self.attention:
             raise ValueError(f"--attention takes {ATTENTION_MODES} (comma-separated), got {list(self.attention)}")
+        if "train" in self.sections and not self.train_configs:
+            raise ValueError("--train-configs is empty: name at least one training config (e.g. tiny)")
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown or not self.sections:
             raise ValueError(f"--sections takes {SECTIONS} (comma-separated), got {list(self.sections)}")

@@ -257,6 +257,10 @@ from .viz.commands import demo, serve, viz  # noqa: E402  pictures, the demo rep
 for _command in (viz, demo, serve):
     app.command()(friendly_errors(_command))
 
+from .bench.command import bench as _bench  # noqa: E402
+
+app.command(name="bench")(friendly_errors(_bench))
+
 
 def main() -> None:  # the console script
     app()

@@ -59,19 +59,25 @@ class SDVAE(nn.Module):
     does; False uses its mean (deterministic). Build with :meth:`from_hub` for pretrained weights
     or the constructor alone for a randomly initialised VAE of the same shape (weights are then
     usually loaded from a COMiT checkpoint, which stores them under ``vae.vae.*``).
+
+    ``channels_last=True`` hands CPU inputs to the VAE in channels-last layout, for oneDNN's
+    convolutions; results agree with the default layout to float round-off and outputs come back
+    in the default layout. Off by default: on our 2-core machine it did not pay reliably
+    (benchmarks/README.md).
     """
 
     downsample = 8
     latent_channels = 4
 
     def __init__(self, model_type: str = "mse", sample_posterior: bool = True,
-                 scaling_factor: float = SD_VAE_SCALING, vae: nn.Module | None = None):
+                 scaling_factor: float = SD_VAE_SCALING, vae: nn.Module | None = None, channels_last: bool = False):
         super().__init__()
         if model_type not in SD_VAE_HUB_IDS:
             raise ValueError(f"SD-VAE model_type must be one of {sorted(SD_VAE_HUB_IDS)}, got {model_type!r}")
         self.model_type = model_type
         self.sample_posterior = sample_posterior
         self.scaling_factor = scaling_factor
+        self.channels_last = channels_last
         self.vae = vae if vae is not None else _autoencoder_kl()
 
     @classmethod
@@ -87,12 +93,18 @@ class SDVAE(nn.Module):
         return cls(model_type=model_type, vae=vae, **kwargs)
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        posterior = self.vae.encode(self._layout(images.to(self.vae.dtype))).latent_dist
         latents = posterior.sample(generator=generator) if self.sample_posterior else posterior.mean
-        return latents.float() * self.scaling_factor
+        return latents.float().contiguous() * self.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode((latents / self.scaling_factor).to(self.vae.dtype)).sample.float()
+        latents = self._layout((latents / self.scaling_factor).to(self.vae.dtype))
+        return self.vae.decode(latents).sample.float().contiguous()
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.device.type == "cpu":
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
 
 def _autoencoder_kl() -> nn.Module:

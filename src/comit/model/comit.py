@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
@@ -23,6 +24,9 @@ from .fsq import FSQ
 from .guidance import guided_velocity
 from .solvers import integrate
 from .transformer import Transformer
+
+# Where the adaptive policy measures reconstruction error (see COMiT.tokenize).
+ERROR_SIGNALS = ("pixels", "latent")
 
 
 @dataclass
@@ -130,7 +134,7 @@ class COMiT(nn.Module):
     def tokenize(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence = "adaptive",
                  num_crops: int | None = 3, noise: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, resume: Tokens | None = None,
-                 error_budget: float | None = None) -> Tokens:
+                 error_budget: float | None = None, error_signal: str = "pixels") -> Tokens:
         """Write a message for each image by observing ``num_crops`` crops in ``order``.
 
         Args:
@@ -146,7 +150,12 @@ class COMiT(nn.Module):
             error_budget: stop adding crops to an image once the mean squared error (per pixel, in
                 [-1, 1] units) of its one-step reconstruction is at most this value; images then
                 use different numbers of crops (``Tokens.num_crops``).
+            error_signal: where the adaptive policy measures the one-step reconstruction's error.
+                "pixels" (the paper's policy): decode it and compare with the image. "latent" (a
+                different, cheaper policy): compare it with the image's latent, encoded once; no
+                VAE decode. Orders, and so tokens, can differ from "pixels".
         """
+        self._check_error_signal(error_signal, error_budget)
         images = self._check_images(images)
         batch = images.shape[0]
         if resume is not None:
@@ -177,7 +186,9 @@ class COMiT(nn.Module):
         active = torch.ones(batch, dtype=torch.bool, device=self.device)
 
         track_errors = adaptive or error_budget is not None
-        errors = self._one_step_errors(images, messages, -previous, noise) if track_errors and resume else None
+        targets = encode(self.vae, images, generator) if track_errors and error_signal == "latent" and \
+            (steps > 1 or resume is not None) else None
+        errors = self._one_step_errors(images, messages, -previous, noise, targets) if track_errors and resume else None
         for step in range(steps):
             if error_budget is not None and errors is not None:
                 active &= errors.mse > error_budget
@@ -196,7 +207,8 @@ class COMiT(nn.Module):
             history.append(torch.where(active, indices, torch.full_like(indices, -1)))
             used += active.long()
             last = step + 1 == steps
-            errors = self._one_step_errors(images, messages, -previous, noise) if track_errors and not last else None
+            errors = self._one_step_errors(images, messages, -previous, noise, targets) \
+                if track_errors and not last else None
 
         crop_order = torch.stack(history) if history else torch.empty(0, batch, dtype=torch.long)
         return Tokens(messages=messages, offsets=-previous, ids=self.quantizer.codes_to_indices(messages),
@@ -221,16 +233,22 @@ class COMiT(nn.Module):
         """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message)."""
         t = torch.ones(latents.shape[0], device=latents.device)
         raw = self.predictor(latents, t, messages, offset).message
-        return self.quantizer(raw)
+        return self.quantizer(raw.float())  # float32 codes, also under a bf16 autocast
 
     def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
-                         noise: torch.Tensor) -> "ReconstructionError":
-        """Error of a one-step reconstruction (guidance 1) from the current messages."""
+                         noise: torch.Tensor, latents: torch.Tensor | None = None) -> "ReconstructionError":
+        """Error of a one-step reconstruction (guidance 1) from the current messages: decoded and
+        compared with the images, or compared with the images' ``latents`` when given."""
         t = torch.zeros(noise.shape[0], device=noise.device)
-        recon = self.vae.decode(noise + self.velocity(noise, t, messages, offsets))
-        error_map = (recon.float() - images).pow(2).sum(dim=1, keepdim=True)
+        recon = noise + self.velocity(noise, t, messages, offsets)
+        reference = images if latents is None else latents
+        if latents is None:
+            recon = self.vae.decode(recon).float()
+        error_map = (recon - reference).pow(2).sum(dim=1, keepdim=True)
+        if latents is not None:  # spread each latent cell over its pixels, so windows stay in pixels
+            error_map = F.interpolate(error_map, scale_factor=self.vae.downsample, mode="nearest")
         return ReconstructionError(windows=self.crops.window_errors(error_map),
-                                   mse=error_map.mean(dim=(1, 2, 3)) / images.shape[1])
+                                   mse=error_map.mean(dim=(1, 2, 3)) / reference.shape[1])
 
     def _adaptive_start(self, batch: int, global_crop: bool) -> torch.Tensor:
         first = 0 if global_crop else self.crops.centre_index()
@@ -252,8 +270,9 @@ class COMiT(nn.Module):
 
     # ------------------------------------------------------------------ detokenize
     def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """One conditional velocity evaluation; queries are dropped where that is exact."""
-        return self.predictor(x, t, messages, offsets, with_queries=False).velocity
+        """One conditional velocity evaluation; queries are dropped where that is exact. Float32
+        out, so the solver and guidance keep full precision under a bf16 autocast."""
+        return self.predictor(x, t, messages, offsets, with_queries=False).velocity.float()
 
     @torch.inference_mode()
     def detokenize(self, messages: torch.Tensor, offsets: torch.Tensor, num_steps: int = 10, solver: str = "euler",
@@ -368,6 +387,13 @@ class COMiT(nn.Module):
         if tuple(offsets.shape) != (batch, 2):
             raise ValueError(f"offsets must be [{batch}, 2] (Tokens.offsets), got {list(offsets.shape)}")
         return offsets.to(self.device, torch.float32)
+
+    @staticmethod
+    def _check_error_signal(error_signal: str, error_budget: float | None) -> None:
+        if error_signal not in ERROR_SIGNALS:
+            raise ValueError(f"error_signal must be one of {ERROR_SIGNALS}, got {error_signal!r}")
+        if error_signal == "latent" and error_budget is not None:
+            raise ValueError("error_budget is in pixel units; use it with error_signal='pixels'")
 
     def _check_resume(self, resume: Tokens, batch: int) -> bool:
         if len(resume) != batch:

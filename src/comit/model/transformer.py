@@ -303,8 +303,11 @@ class Transformer(nn.Module):
         """Bool mask (hard) or additive 0/1 bias (released) for one sequence layout; cached."""
         key = (num_patches, num_queries, self.attention, str(device))
         if key not in self._mask_cache:
-            self._mask_cache[key] = build_attention_mask(1 + num_patches + self.num_msg_tokens, num_queries,
-                                                         self.attention, device)
+            # a normal tensor even when first built under inference_mode, so that a later
+            # training step (autograd saves the released bias for backward) can use it too
+            with torch.inference_mode(False):
+                self._mask_cache[key] = build_attention_mask(1 + num_patches + self.num_msg_tokens, num_queries,
+                                                             self.attention, device)
         return self._mask_cache[key]
 
     def patch_positions(self, grid_h: int, grid_w: int) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Markdown tables of a benchmark result (the JSON written next to it has every number)."""
+
+from __future__ import annotations
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.0f}"
+    return "" if value is None else str(value)
+
+
+def spread(timing: dict) -> str:
+    return f"{timing['median_ms']:,.1f} [{timing['min_ms']:,.1f}–{timing['max_ms']:,.1f}]"
+
+
+def markdown_report(result: dict) -> str:
+    machine, settings, model = result["machine"], result["settings"], result["model"]
+    device = machine.get("gpu", machine["cpu"])
+    parts = [
+        f"# comit bench: size {settings['size']}, {settings['device']}, batch {settings['batch']}, "
+        f"{settings['precision']}\n",
+        f"{machine['date']} · {device} · {machine['cpu_cores']} cores, {machine['torch_threads']} threads · "
+        f"torch {machine['torch']} · load average {machine['load_average_at_start']} -> "
+        f"{machine.get('load_average_at_end')}\n",
+        f"Model: {model['size_parameters'] / 1e6:.1f}M-parameter transformer (h={model['hidden_size']}, "
+        f"depth {model['depth']}), {model['image_size']}-px images, {model['crop_size']}-px crops, "
+        f"{model['num_msg_tokens']} tokens, {model['autoencoder']} autoencoder, random weights. "
+        f"Times: median [min–max] ms over {settings['repeats']} repeats, warm-up excluded.\n",
+    ]
+    if "peak" in result:
+        peak = result["peak"]
+        parts.append(f"## Matmul peak\n\n{peak['gflops']['median']:,.0f} GFLOP/s "
+                     f"({peak['dtype']} {peak['gemm_size']}³ GEMM; {peak['gflops']['low']:,.0f}–"
+                     f"{peak['gflops']['high']:,.0f} over repeats)\n")
+    if "forward" in result:
+        parts.append("## Predictor forward\n\n" + table(
+            ["attention", "call", "batch", "tokens", "GFLOP/call", "ms", "GFLOP/s", "% of peak (same-moment peak)"],
+            [[r["attention"], r["kind"], r["batch"], r["tokens_per_sample"], r["flops"]["total"] / 1e9,
+              spread(r["timing"]), r["gflops"], f"{r['pct_of_peak']:.0f}% ({r['peak_gflops']:,.0f})"]
+             for r in result["forward"]]))
+    if "tokenize" in result:
+        parts.append("## Tokenize\n\n" + table(
+            ["attention", "case", "crops", "ms / batch", "images/s", "transformer calls", "VAE enc/dec",
+             "x vs baseline", "same orders / tokens", "peak MB"],
+            [[r["attention"], r["case"], r["crops"], spread(r["timing"]), r["images_per_s"],
+              r["calls"]["transformer_calls"], f"{r['calls']['vae_encodes']}/{r['calls']['vae_decodes']}",
+              r.get("speedup_vs_baseline"),
+              f"{_cell(r['same_crop_order_as_baseline'])} / {_cell(r['same_tokens_as_baseline'])}"
+              if "same_tokens_as_baseline" in r else "", r["peak_memory_mb"]]
+             for r in result["tokenize"]]))
+    if "detokenize" in result:
+        parts.append(f"## Detokenize ({result['detokenize'][0]['steps']} Euler steps)\n\n" + table(
+            ["attention", "case", "variant", "ms / batch", "images/s", "transformer calls", "tokens",
+             "x vs baseline", "max |diff|", "peak MB"],
+            [[r["attention"], r["case"], r["variant"], spread(r["timing"]), r["images_per_s"],
+              r["calls"]["transformer_calls"], r["calls"]["transformer_tokens"], r.get("speedup_vs_baseline"),
+              r.get("max_abs_diff_vs_baseline"), r["peak_memory_mb"]]
+             for r in result["detokenize"]]))
+    if "fast_paths" in result:
+        fast = result["fast_paths"]
+        parts.append("## Fast paths, one at a time\n\n" + table(
+            ["fast path", "attention", "fast ms", "plain ms", "speed-up", "max |diff|", "kept", "what"],
+            [[r["fast_path"], r["attention"], spread(r["fast_timing"]), spread(r["plain_timing"]), r["speedup"],
+              r["max_abs_diff"], r["kept"], r["note"]] for r in fast["rows"]]))
+        parts.append("### Adaptive policy: what each saving is worth\n\nUnit costs (ms): " + ", ".join(
+            f"{name} {ms:,.1f}" for name, ms in fast["unit_costs_ms"].items()) + "\n\n" + table(
+            ["attention", "fast path", "saved ms / batch", "share of the baseline"],
+            [[r["attention"], r["fast_path"], r["saved_ms"], f"{100 * r['share_of_baseline']:.0f}%"]
+             for r in fast["adaptive_attribution"]["rows"]]) + "\nEstimated from unit costs (ms / batch): " + ", ".join(
+            f"{mode}: baseline {e['baseline_ms']:,.0f}, ours {e['ours_ms']:,.0f}"
+            for mode, e in fast["adaptive_attribution"]["estimates"].items()) + "\n")
+    if "train" in result:
+        train = result["train"]
+        if train.get("status") == "unavailable":
+            parts.append(f"## Training step\n\nnot measured: {train['reason']}\n")
+        else:
+            parts.append("## Training step\n\n" + table(
+                ["config", "batch", "ms / step", "images/s", "GFLOP/s", "% of peak", "peak MB"],
+                [[r["config"], r["batch"], spread(r["timing"]), r["images_per_s"], r["gflops"],
+                  f"{r['pct_of_peak']:.0f}%", r["peak_memory_mb"]] for r in train["rows"]]))
+    return "\n".join(parts)

@@ -46,3 +46,16 @@ def test_paired_difference_matches_seeds():
     (Estimate(-0.05, 0.1, 3), "opposite direction, not significant"), (Estimate(-0.2, 0.1, 3), "reversed")])
 def test_verdicts(estimate, expected):
     assert verdict(estimate).startswith(expected)
+
+
+def test_collapsed_units_are_those_whose_messages_never_vary():
+    from comit.experiments.aggregate import collapsed_units
+    from comit.experiments.runner import Unit
+
+    def recon(distinct):
+        return {"metrics": {"per_position_distinct_mean": distinct}}
+
+    parts = {Unit("L", 0): {"recon-global": recon(1.0), "recon-all": recon(1.0), "probe": {"metrics": {}}},
+             Unit("L", 1): {"recon-global": recon(1.0), "recon-all": recon(3.5)},
+             Unit("G", 0): {"probe": {"metrics": {}}}}
+    assert collapsed_units(parts) == [Unit("L", 0)]

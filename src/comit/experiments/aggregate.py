@@ -54,8 +54,22 @@ def arm_metrics(config: ExperimentConfig) -> list[Metric]:
                  Metric(f"recon-{policy}", "ssim", f"SSIM [{policy}]"),
                  Metric(f"recon-{policy}", "rfid", f"rFID, {config.eval.fid_features} features [{policy}]",
                         higher_is_better=False),
-                 Metric(f"recon-{policy}", "codebook_perplexity", f"codebook perplexity [{policy}]")]
+                 Metric(f"recon-{policy}", "codebook_perplexity", f"codebook perplexity [{policy}]"),
+                 Metric(f"recon-{policy}", "per_position_distinct_mean",
+                        f"distinct ids per message position [{policy}]")]
     return rows
+
+
+def collapsed_units(parts: dict[Unit, dict]) -> list[Unit]:
+    """Units whose every message was the same: each position held one id over all images, so the
+    message says nothing about the image (a collapsed tokenizer, not a finding about crops)."""
+    found = []
+    for unit, unit_parts in parts.items():
+        distinct = [p["metrics"].get("per_position_distinct_mean") for name, p in unit_parts.items()
+                    if name.startswith("recon-")]
+        if distinct and all(d is not None and d <= 1.0 for d in distinct):
+            found.append(unit)
+    return found
 
 
 # ---------------------------------------------------------------------- reading

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
-from .aggregate import arm_table, check_claims, curve_table, load_parts, load_training
+from .aggregate import arm_table, check_claims, collapsed_units, curve_table, load_parts, load_training
 from .config import ExperimentConfig
 from .runner import unit_evaluated, units
 from .statistics import Estimate
@@ -40,15 +40,18 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
         unit_rows.append({"arm": unit.arm, "seed": unit.seed, "trained": unit in training,
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
                           "eval_s": round(eval_seconds, 1) if unit in parts else None,
-                          "resumed_from": record.get("resumed_from"), **record.get("final", {})})
+                          "resumed_from": record.get("resumed_from"), "code": record.get("code"),
+                          **record.get("final", {})})
     total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
+    codes = sorted({str(r["code"]) for r in unit_rows if r["trained"]})
     return {"name": config.name, "complete": len(done) == len(all_units),
             "units_done": len(done), "units_total": len(all_units),
             "arm_table": arm_table(config, parts), "curves": curve_table(config, parts),
             "claims": check_claims(config, parts), "units": unit_rows,
             "train_commands": [training[u]["command"] for u in all_units if u in training],
             "config": config.model_dump(mode="json"), "setup": describe_setup(config),
-            "compute_s": round(total, 1),
+            "compute_s": round(total, 1), "code_versions": codes,
+            "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
 
 
@@ -93,6 +96,13 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
         f"PARTIAL: {results['units_done']} of {results['units_total']} (arm, seed) units finished"
     lines = [f"# Experiment: {config.name}", "", f"Status: **{status}**. Cells: mean ± 95 % interval over seeds "
              "(Student t), n = seeds. Differences are paired by seed.", ""]
+    if results["collapsed"]:
+        lines += [f"**Warning: collapsed messages** in {', '.join(results['collapsed'])}: every image got the same "
+                  "message (each position held one token id over all images), so these models' alignment and probe "
+                  "scores are chance by construction and say nothing about the claims.", ""]
+    if len(results["code_versions"]) > 1:
+        lines += [f"**Warning**: units were trained by different code versions ({', '.join(results['code_versions'])}); "
+                  "see the Units table.", ""]
     lines += ["## Arms", "", markdown_table([{"arm": a, "training": config.arms[a].description,
                                               "overrides": _overrides(config.arms[a].overrides)} for a in arms],
                                             ["arm", "training", "overrides"]), ""]
@@ -122,7 +132,7 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
         lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
     lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
               markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
-                                                "loss", "fm", "repa", "srepa", "resumed_from"]), "",
+                                                "loss", "fm", "repa", "srepa", "resumed_from", "code"]), "",
               f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
               "summed over units and sessions).", "",
               "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",

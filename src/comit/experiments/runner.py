@@ -144,9 +144,26 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
               "wall_time_s": round(time.perf_counter() - started, 1),
               "resumed_from": resume_from.name if resume_from is not None else None,
               "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
-              "command": train_command(config, unit, out), "final": _final_losses(run_dir)}
+              "command": train_command(config, unit, out), "code": code_version(),
+              "final": _final_losses(run_dir)}
     atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
     return record
+
+
+def code_version() -> str | None:
+    """The git commit of the code that trained a unit (``+dirty`` with local changes), or None
+    outside a git checkout: results made by other code are flagged in the report, not mixed silently."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here.parent)], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
 
 
 def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:

@@ -30,6 +30,18 @@ def test_round_trip_is_exact(tmp_path, tiny_model, tiny_images):
     assert torch.equal(a, b)
 
 
+def test_half_precision_storage(tmp_path, tiny_model):
+    """dtype=float16 halves the file; loading casts back to fp32 and the weights equal the rounded ones."""
+    full = tiny_model.save_pretrained(tmp_path / "full") / "model.safetensors"
+    half = tiny_model.save_pretrained(tmp_path / "half", dtype=torch.float16) / "model.safetensors"
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = COMiT.from_pretrained(half.parent)
+    for (name, original), (_, restored) in zip(tiny_model.predictor.state_dict().items(),
+                                               loaded.predictor.state_dict().items()):
+        assert restored.dtype == torch.float32, name
+        assert torch.equal(restored, original.half().float()), name
+
+
 def sd_config(**kw):
     return ModelConfig.sized("tiny", num_msg_tokens=8, patch_size=2, image_size=64, crop_size=32, grid_size=3,
                              representation_layer=1, autoencoder=AutoencoderConfig(kind="sd-vae", **kw))

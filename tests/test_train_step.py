@@ -137,3 +137,24 @@ def test_step_is_reproducible_from_the_seed():
         torch.manual_seed(5)
         losses.append(step(images).loss)
     assert torch.equal(losses[0], losses[1])
+
+
+def test_srepa_target_is_centred_over_the_batch(monkeypatch):
+    """A constant student output scores nothing against centred targets, whatever the common part."""
+    import comit.train.step as step_module
+
+    captured = {}
+    original = step_module.negative_cosine
+
+    def spy(student, teacher, weights=None):
+        captured.setdefault("targets", []).append(teacher)
+        return original(student, teacher, weights)
+
+    monkeypatch.setattr(step_module, "negative_cosine", spy)
+    step = _step(StepConfig(srepa_center=True), teacher_dim=4)
+    common = torch.tensor([10.0, 0, 0, 0])
+    teacher = TeacherFeatures(patches=torch.randn(3, 64, 4), global_=common + torch.randn(3, 4))
+    step(torch.rand(3, 3, 64, 64) * 2 - 1, teacher)
+    srepa_target = captured["targets"][-1]
+    assert torch.allclose(srepa_target.mean(dim=0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(srepa_target, teacher.global_ - teacher.global_.mean(dim=0))

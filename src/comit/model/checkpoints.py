@@ -183,14 +183,20 @@ def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, a
     return model.to(device) if device is not None else model
 
 
-def save_model(model: "COMiT", directory: str | Path) -> Path:
-    """Write the config and weights; each file is written to a temporary name and renamed."""
+def save_model(model: "COMiT", directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write the config and weights; each file is written to a temporary name and renamed.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point weights at that precision, to halve a
+    file that ships; loading casts them back to the model's dtype.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"predictor.{k}": v for k, v in model.predictor.state_dict().items()}
     if isinstance(model.vae, torch.nn.Module) and model.config.autoencoder.kind != "custom":
         tensors.update({f"vae.{k}": v for k, v in model.vae.state_dict().items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.model_dump()}
     atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))

@@ -101,11 +101,12 @@ class COMiT(nn.Module):
         return load_model(cls, name_or_path, autoencoder=autoencoder, attention=attention, device=device,
                           revision=revision)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``;
+        ``dtype=torch.float16`` halves the file (weights are cast back on loading)."""
         from .checkpoints import save_model
 
-        return save_model(self, directory)
+        return save_model(self, directory, dtype=dtype)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -91,6 +91,7 @@ class StepConfig(_Section):
     srepa_weight: float = Field(0.5, ge=0)
     projector_hidden: int | None = Field(None, gt=0)
     srepa_pooling: Literal["mean"] = "mean"
+    srepa_center: bool = True
     drop_quantization_p: float = Field(0.0, ge=0, le=1)
     corrupt_p: float = Field(0.0, ge=0, le=1)
 

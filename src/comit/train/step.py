@@ -104,7 +104,12 @@ class TrainingStep(nn.Module):
             terms["repa"] = negative_cosine(self.repa(out.patch_states), target)
         if teacher is not None and self.srepa is not None:
             pooled = out.message_states.mean(dim=1)
-            terms["srepa"] = negative_cosine(self.srepa(pooled), teacher.global_, weights=conditional.float())
+            target = teacher.global_
+            if cfg.srepa_center and batch > 1:
+                # A teacher's global features share a large common part (DINOv2's CLS does too); a
+                # constant message can match that part. Centred, only what sets an image apart counts.
+                target = target - target.mean(dim=0, keepdim=True)
+            terms["srepa"] = negative_cosine(self.srepa(pooled), target, weights=conditional.float())
         weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight}
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)

@@ -94,6 +94,14 @@ def test_rerun_skips_finished_units(copy, monkeypatch):
     assert "4/4 units finished" in result.output and result.output.count("done before") == 4
 
 
+def test_a_subset_of_arms_and_more_seeds_share_the_folder(copy, monkeypatch):
+    _no_work(monkeypatch)
+    result = run(copy, "--arms", "G")
+    assert result.exit_code == 0 and result.output.count("done before") == 2, result.output
+    result = run(copy, "--seeds", "0,1,2", "--arms", "G", "--report-only")  # a third seed may be added later
+    assert result.exit_code == 0 and "2/3 units finished" in result.output, result.output
+
+
 def test_interrupted_training_resumes_exactly(copy):
     unit = copy / "runs" / "G" / "seed-1"
     weights = (unit / "model" / "model.safetensors").read_bytes()

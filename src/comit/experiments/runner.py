@@ -68,15 +68,18 @@ def prepare_output(config: ExperimentConfig, out: Path) -> None:
     now = config.model_dump(mode="json")
     if path.is_file():
         before = yaml.safe_load(path.read_text()) or {}
-        for key in sorted(set(before) | set(now)):
-            if key not in ("seeds", "arms", "claims") and before.get(key) != now.get(key):
+        old, new = _comparable(before), _comparable(now)
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
                 raise ResumeError(f"{out} holds an experiment with other '{key}' settings; use the same "
                                   "settings to continue it, or another --out")
         for arm, settings in now["arms"].items():
             if before.get("arms", {}).get(arm, settings) != settings:
                 raise ResumeError(f"{out} holds arm {arm} with other settings; use the same settings or another --out")
+        curve_arms = before.get("eval", {}).get("curves", {}).get("arms", [])
         now = {**now, "seeds": sorted(set(before.get("seeds", [])) | set(now["seeds"])),
                "arms": {**before.get("arms", {}), **now["arms"]}}
+        now["eval"]["curves"]["arms"] = list(dict.fromkeys(curve_arms + now["eval"]["curves"]["arms"]))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(yaml.safe_dump(now, sort_keys=False)))
 
@@ -114,6 +117,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _comparable(dumped: dict) -> dict:
+    """What two runs into one folder must share: all but the seeds, arms, claims and which arms
+    get crop curves (selecting arms with --arms changes only those)."""
+    settings = {k: v for k, v in dumped.items() if k not in ("seeds", "arms", "claims")}
+    curves = {k: v for k, v in settings.get("eval", {}).get("curves", {}).items() if k != "arms"}
+    return {**settings, "eval": {**settings.get("eval", {}), "curves": curves}}
 
 
 # ---------------------------------------------------------------------- training

@@ -63,3 +63,22 @@ def test_bars_and_image_rows(tmp_path):
     assert Image.open(grid).format == "PNG"
     with pytest.raises(ValueError, match="image batches"):
         plots.plot_image_rows([torch.rand(3, 8, 8)], tmp_path / "bad.png")
+
+
+def test_curve_bands_and_bar_error_bars(tmp_path, monkeypatch):
+    bands = []
+    original = plots._save
+
+    def spy(figure, path):
+        bands.extend(collection.get_paths()[0].vertices[:, 1].tolist() for collection in figure.axes[0].collections)
+        return original(figure, path)
+
+    monkeypatch.setattr(plots, "_save", spy)
+    table = [{"k": k, "v": float(k), "ci": 0.5 if k < 3 else None} for k in (1, 2, 3)]
+    plots.plot_curves(table, x="k", y="v", band="ci", path=tmp_path / "band.png")
+    assert len(bands) == 1 and min(bands[0]) == pytest.approx(0.5) and max(bands[0]) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match=r"\['width'\] are not in the table"):
+        plots.plot_curves(table, x="k", y="v", band="width", path=tmp_path / "bad.png")
+    bars = [{"arm": a, "metric": "miou", "value": v, "ci": e} for a, v, e in (("L", 0.5, 0.1), ("G", 0.3, None))]
+    assert Image.open(plots.plot_bars(bars, x="metric", y="value", hue="arm", yerr="ci",
+                                      path=tmp_path / "err.png")).format == "PNG"

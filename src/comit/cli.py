@@ -237,6 +237,9 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
 from .eval.commands import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
+from .experiments.cli import experiment_app  # noqa: E402
+
+app.add_typer(experiment_app, name="experiment")
 
 
 @app.command(context_settings={"allow_extra_args": False})

@@ -84,23 +84,30 @@ def _label(axes, x: str, y: str, xlabel: str | None, ylabel: str | None, title: 
 
 def plot_curves(table: Table, x: str, y: str, path: str | os.PathLike, hue: str | None = None,
                 title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
-                logx: bool = False) -> Path:
+                logx: bool = False, band: str | None = None) -> Path:
     """One line per value of ``hue`` (or a single line) of ``y`` against ``x``, markers at points.
 
     Rows are sorted by ``x`` within each line; rows whose ``x`` or ``y`` is missing, non-numeric
     or not finite are left out (a metric that could not be measured leaves a gap, not a crash).
+    ``band`` names a column of half-widths (e.g. a 95 % interval) drawn as a shaded band
+    ``y ± band`` around each line; a missing half-width draws no band at that point.
     """
-    _check_columns(table, x, y, hue)
+    _check_columns(table, x, y, hue, band)
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=_FIGURE_SIZE)
     drawn = 0
     for name, rows in _groups(table, hue).items():
-        points = sorted((px, py) for px, py in ((_number(r.get(x)), _number(r.get(y))) for r in rows)
+        points = sorted((px, py, _number(r.get(band)) if band else None)
+                        for px, py, r in ((_number(r.get(x)), _number(r.get(y)), r) for r in rows)
                         if px is not None and py is not None)
         if not points:
             continue
-        xs, ys = zip(*points)
-        axes.plot(xs, ys, marker="o", markersize=4, label=name or None)
+        xs, ys, widths = zip(*points)
+        line, = axes.plot(xs, ys, marker="o", markersize=4, label=name or None)
+        if band and any(w is not None for w in widths):
+            low = [py - (w or 0.0) for py, w in zip(ys, widths)]
+            high = [py + (w or 0.0) for py, w in zip(ys, widths)]
+            axes.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         drawn += 1
     if drawn == 0:
         plt.close(figure)
@@ -114,10 +121,12 @@ def plot_curves(table: Table, x: str, y: str, path: str | os.PathLike, hue: str 
 
 
 def plot_bars(table: Table, x: str, y: str, path: str | os.PathLike, hue: str | None = None,
-              title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> Path:
+              title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
+              yerr: str | None = None) -> Path:
     """Grouped bars: one group per value of ``x`` (categories, in order of first appearance), one
-    bar per value of ``hue`` inside each group; missing values leave an empty slot."""
-    _check_columns(table, x, y, hue)
+    bar per value of ``hue`` inside each group; missing values leave an empty slot. ``yerr`` names
+    a column of half-widths drawn as error bars (e.g. a 95 % interval)."""
+    _check_columns(table, x, y, hue, yerr)
     plt = _pyplot()
     categories = list(dict.fromkeys(str(row.get(x)) for row in table))
     groups = _groups(table, hue)
@@ -125,10 +134,12 @@ def plot_bars(table: Table, x: str, y: str, path: str | os.PathLike, hue: str | 
     figure, axes = plt.subplots(figsize=_FIGURE_SIZE)
     for g, (name, rows) in enumerate(groups.items()):
         values = {str(r.get(x)): _number(r.get(y)) for r in rows}
+        errors = {str(r.get(x)): _number(r.get(yerr)) if yerr else None for r in rows}
         positions = [c + (g - (len(groups) - 1) / 2) * width for c in range(len(categories))]
         heights = [values.get(c) for c in categories]
-        axes.bar([p for p, h in zip(positions, heights) if h is not None],
-                 [h for h in heights if h is not None], width=width, label=name or None)
+        shown = [(p, h, errors.get(c)) for p, h, c in zip(positions, heights, categories) if h is not None]
+        axes.bar([p for p, _, _ in shown], [h for _, h, _ in shown], width=width, label=name or None,
+                 yerr=[e or 0.0 for _, _, e in shown] if yerr else None, capsize=3 if yerr else 0)
     crowded = sum(len(c) for c in categories) > 40  # more text than fits under the bars level
     axes.set_xticks(range(len(categories)), categories, rotation=25 if crowded else 0,
                     ha="right" if crowded else "center")

@@ -1,0 +1,98 @@
+"""``comit experiment ...``: reproduction experiments as one resumable command each.
+
+``comit experiment structure --out DIR`` trains every arm of the shipped ``structure`` experiment
+(local-crop sequences vs the global crop only vs no SREPA) over its seeds, evaluates every model,
+and writes ``DIR/results.md``. Rerun the same command to continue an interrupted experiment; start
+it twice (e.g. ``--threads 1`` each on a 2-core machine) and the two processes share the units.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+experiment_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                             help="Reproduction experiments: train arms over seeds, evaluate, tabulate.")
+
+
+def _friendly(command):
+    """The main CLI's one-line errors, looked up when the command runs (no import cycle)."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        from ..cli import friendly_errors
+
+        return friendly_errors(command)(*args, **kwargs)
+
+    return wrapper
+
+
+def _numbers(text: str | None, name: str) -> list[int] | None:
+    from ..eval.common import parse_numbers
+
+    return None if text is None else parse_numbers(text, int, name)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+@experiment_app.command(context_settings={"allow_extra_args": False})
+@_friendly
+def structure(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Experiment folder (runs/, evals/, results.md).")],
+        overrides: Annotated[Optional[list[str]], typer.Argument(
+            help="key=value overrides of the experiment, e.g. train.loop.max_steps=100 eval.num_images=64 "
+                 "train.loop.device=cuda.")] = None,
+        config: Annotated[str, typer.Option("--config", "-c", help="Shipped experiment name or YAML file.")] = "structure",
+        seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds, e.g. 0,1,2 (default: the config's).")] = None,
+        arms: Annotated[Optional[str], typer.Option("--arms", help="Run only these arms, e.g. L,G.")] = None,
+        device: Annotated[str, typer.Option("--device", help="Evaluation device (auto: the training device).")] = "auto",
+        threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's).")] = None,
+        report_only: Annotated[bool, typer.Option("--report-only", help="Only rebuild DIR/results.md from what "
+                                                                         "is finished; train nothing.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (logs stay readable).")] = False):
+    """Does training on local-crop sequences make tokens line up with objects? Arms x seeds, one command."""
+    import torch
+
+    from .config import load_experiment
+    from .report import write_experiment_report
+    from .runner import resolve_device, run_experiment
+
+    started = time.perf_counter()
+    torch.set_flush_denormal(True)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    experiment = load_experiment(config, overrides or [], _numbers(seeds, "--seeds"), _names(arms))
+    command = _command(out, overrides, config, seeds, arms, device, threads, quiet)
+    where = resolve_device(device)
+
+    def report(_unit=None) -> dict:
+        return write_experiment_report(experiment, out, command, where, time.perf_counter() - started)
+
+    if not report_only:
+        run_experiment(experiment, out, command, device=device, progress=not quiet, after_unit=report,
+                       say=typer.echo)
+    elif not (Path(out) / "experiment.yaml").is_file():
+        raise ValueError(f"{out} holds no experiment yet (no experiment.yaml); run without --report-only first")
+    results = report()
+    for claim in results["claims"]:
+        typer.echo(f"{claim['compared']} on {claim['metric']}: {claim['verdict']}")
+    typer.echo(f"{results['units_done']}/{results['units_total']} units finished; report: {Path(out) / 'results.md'}")
+
+
+def _command(out, overrides, config, seeds, arms, device, threads, quiet) -> list[str]:
+    """The command that repeats (or continues) this experiment, every choice spelled out."""
+    words = ["comit", "experiment", "structure", "--out", str(out), "--config", config, "--device", device]
+    for flag, value in (("--seeds", seeds), ("--arms", arms), ("--threads", threads)):
+        if value is not None:
+            words += [flag, str(value)]
+    if quiet:
+        words.append("--quiet")
+    return words + list(overrides or [])

@@ -1,0 +1,200 @@
+"""``DIR/results.md`` and ``DIR/results.json`` of an experiment, with its plots.
+
+Rebuilt from the per-unit files after every unit, so a stopped experiment always has an
+up-to-date partial report (each cell says over how many seeds it is taken).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
+from .aggregate import arm_table, check_claims, collapsed_units, curve_table, load_parts, load_training
+from .config import ExperimentConfig
+from .runner import unit_evaluated, units
+from .statistics import Estimate
+
+_BAR_METRICS = ("miou_image", "miou_object", "semantic_top1", "compositional_unseen_pairs_top5", "relational_top1")
+
+
+def cell(estimate: dict | None, digits: int = 3) -> str:
+    """``0.531 ± 0.042 (n=3)``; a dash when nothing was measured."""
+    if estimate is None:
+        return "–"
+    text = Estimate(estimate["mean"], estimate["ci95"], estimate["n"]).text(digits)
+    return f"{text} (n={estimate['n']})"
+
+
+def build_results(config: ExperimentConfig, out: Path, command: list[str], device: str,
+                  session_seconds: float) -> dict:
+    """Everything the report shows, as JSON-ready data."""
+    parts = load_parts(config, out)
+    training = load_training(config, out)
+    all_units = units(config)
+    done = [u for u in all_units if u in training and unit_evaluated(config, u, out)]
+    unit_rows = []
+    for unit in all_units:
+        record = training.get(unit, {})
+        eval_seconds = sum(p.get("run", {}).get("wall_time_s", 0.0) for p in parts.get(unit, {}).values())
+        unit_rows.append({"arm": unit.arm, "seed": unit.seed, "trained": unit in training,
+                          "evaluated": unit in done, "train_s": record.get("wall_time_s"),
+                          "eval_s": round(eval_seconds, 1) if unit in parts else None,
+                          "resumed_from": record.get("resumed_from"), "code": record.get("code"),
+                          **record.get("final", {})})
+    total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
+    codes = sorted({str(r["code"]) for r in unit_rows if r["trained"]})
+    return {"name": config.name, "complete": len(done) == len(all_units),
+            "units_done": len(done), "units_total": len(all_units),
+            "arm_table": arm_table(config, parts), "curves": curve_table(config, parts),
+            "claims": check_claims(config, parts), "units": unit_rows,
+            "train_commands": [training[u]["command"] for u in all_units if u in training],
+            "config": config.model_dump(mode="json"), "setup": describe_setup(config),
+            "compute_s": round(total, 1), "code_versions": codes,
+            "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
+            "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
+
+
+def describe_setup(config: ExperimentConfig) -> dict:
+    """Model, data and budget of the first arm (all arms share them but for their own overrides)."""
+    from ..model.transformer import Transformer
+
+    first = next(iter(config.arms))
+    train = config.train_config(first, config.seeds[0])
+    model = train.model
+    predictor_params = sum(p.numel() for p in Transformer(**model.predictor_kwargs()).parameters())
+    return {"base config": config.base, "model": f"hidden {model.hidden_size}, depth {model.depth}, "
+            f"{model.num_heads} heads, {predictor_params / 1e6:.2f} M parameters",
+            "message": f"{model.num_msg_tokens} tokens, FSQ levels {list(model.fsq_levels)}",
+            "geometry": f"{model.image_size} px images, {model.autoencoder.kind} latents, patch {model.patch_size}, "
+            f"{model.crop_size} px crops on a {model.grid_size}x{model.grid_size} grid",
+            "data": train.data.dataset, "teacher": f"{train.teacher.kind} ({train.teacher.name or 'bundled'})",
+            "budget per arm and seed": f"{train.loop.max_steps} steps x {train.optim.batch_size} images = "
+            f"{train.loop.max_steps * train.optim.batch_size} images seen",
+            "optimiser": f"lr {train.optim.lr}, warm-up {train.optim.warmup_steps}, EMA {train.optim.ema_decay}",
+            "evaluation": f"recon/align on {config.eval.num_images} val images, probes {config.eval.num_train} train / "
+            f"{config.eval.num_test} test images, crop curves on {config.eval.curves.num_images} images; "
+            f"decoding {config.eval.steps} Euler steps, guidance {config.eval.cfg}",
+            "seeds": ", ".join(map(str, config.seeds))}
+
+
+# ---------------------------------------------------------------------- markdown
+def write_experiment_report(config: ExperimentConfig, out: Path, command: list[str], device: str,
+                            session_seconds: float) -> dict:
+    """Write results.json, results.md and the plots into ``out``; returns the results."""
+    out = Path(out)
+    results = build_results(config, out, command, device, session_seconds)
+    plots = write_plots(config, results, out)
+    write_results(out, results, render_markdown(config, results, plots))
+    return results
+
+
+def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -> str:
+    arms = list(config.arms)
+    reference = arms[0]
+    status = "complete" if results["complete"] else \
+        f"PARTIAL: {results['units_done']} of {results['units_total']} (arm, seed) units finished"
+    lines = [f"# Experiment: {config.name}", "", f"Status: **{status}**. Cells: mean ± 95 % interval over seeds "
+             "(Student t), n = seeds. Differences are paired by seed.", ""]
+    if results["collapsed"]:
+        lines += [f"**Warning: collapsed messages** in {', '.join(results['collapsed'])}: every image got the same "
+                  "message (each position held one token id over all images), so these models' alignment and probe "
+                  "scores are chance by construction and say nothing about the claims.", ""]
+    if len(results["code_versions"]) > 1:
+        lines += [f"**Warning**: units were trained by different code versions ({', '.join(results['code_versions'])}); "
+                  "see the Units table.", ""]
+    lines += ["## Arms", "", markdown_table([{"arm": a, "training": config.arms[a].description,
+                                              "overrides": _overrides(config.arms[a].overrides)} for a in arms],
+                                            ["arm", "training", "overrides"]), ""]
+    if results["claims"]:
+        lines += ["## Claims", "", markdown_table([{
+            "claim": c["text"], "paper": c["paper"], "compared": c["compared"], "metric": c["metric"],
+            "difference": cell(c["difference"]), "verdict": c["verdict"]} for c in results["claims"]],
+            ["claim", "paper", "compared", "metric", "difference", "verdict"]), ""]
+    header = ["metric", *arms, *[f"{a} − {reference}" for a in arms[1:]], "chance"]
+    rows = [{"metric": r["label"] + ("" if r["higher_is_better"] else " (lower is better)"),
+             **{a: cell(r["arms"][a]) for a in arms},
+             **{f"{a} − {reference}": cell(r["differences"][a]) for a in arms[1:]},
+             "chance": cell(r["floor"]) if r["floor"] else "–"} for r in results["arm_table"]]
+    lines += ["## Results per arm", "", markdown_table(rows, header) if rows else "nothing evaluated yet", "",
+              "`[policy]`: the crop policy at test time — " + "; ".join(
+                  f"`{n}`: {_policy_text(p)}" for n, p in config.eval.policies.items()) +
+              ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
+              "(alignment) or always the most frequent label(s) (probes).", ""]
+    if results["curves"]:
+        metrics = [m for m in _curve_metrics(results["curves"])]
+        curve_rows = [{"arm": r["arm"], "policy": r["policy"], "crops": r["num_crops"],
+                       **{m: _curve_cell(r, m) for m in metrics}} for r in results["curves"]]
+        lines += ["## Test-time crop curves", "", markdown_table(curve_rows, ["arm", "policy", "crops", *metrics]), "",
+                  "Each image is tokenized one crop at a time; at each count the message is scored as above "
+                  "(probes trained once on global-crop messages, tested on every point).", ""]
+    if plots:
+        lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
+    lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
+              markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
+                                                "loss", "fm", "repa", "srepa", "resumed_from", "code"]), "",
+              f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
+              "summed over units and sessions).", "",
+              "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",
+              results["run"]["experiment_command"], "```", "", "Each unit's training on its own:", "", "```bash",
+              *results["train_commands"], "```", "", "## Run", "",
+              key_values({k: v for k, v in results["run"].items() if k not in ("command", "experiment_command")},
+                         "this session"), ""]
+    return "\n".join(lines)
+
+
+def _overrides(overrides: dict) -> str:
+    from .config import flatten
+
+    return ", ".join(f"{k}={v}" for k, v in flatten(overrides).items()) or "(none)"
+
+
+def _policy_text(policy) -> str:
+    crops = "all crops" if policy.num_crops is None else f"{policy.num_crops} crop(s)"
+    return f"{policy.order}, {crops}, {'global crop first' if policy.global_crop else 'local crops only'}"
+
+
+def _curve_metrics(rows: list[dict]) -> list[str]:
+    keys = dict.fromkeys(k for r in rows for k in r if k not in ("arm", "policy", "num_crops", "n")
+                         and not k.endswith("_ci95"))
+    return list(keys)
+
+
+def _curve_cell(row: dict, metric: str) -> str:
+    if row.get(metric) is None:
+        return "–"
+    width = row.get(f"{metric}_ci95")
+    return fmt(row[metric], 3) if width is None else f"{row[metric]:.3f} ± {width:.3f}"
+
+
+# ---------------------------------------------------------------------- plots
+def write_plots(config: ExperimentConfig, results: dict, out: Path) -> list[str]:
+    """Bars per arm (alignment, probes; PSNR) and one crop-curve plot per metric; returns file names."""
+    from ..viz.plots import plot_bars, plot_curves
+
+    written = []
+    bars, psnr = [], []
+    for row in results["arm_table"]:
+        key = row["metric"].split("/", 1)[1]
+        for arm, estimate in row["arms"].items():
+            if estimate is None:
+                continue
+            entry = {"metric": row["label"].replace("token–object ", ""), "arm": arm, "value": estimate["mean"],
+                     "ci95": estimate["ci95"]}
+            if key in _BAR_METRICS:
+                bars.append(entry)
+            elif key == "psnr":
+                psnr.append(entry)
+    for name, table, ylabel in (("arms_alignment_probes.png", bars, "score"), ("arms_psnr.png", psnr, "PSNR (dB)")):
+        if table:
+            plot_bars(table, x="metric", y="value", hue="arm", yerr="ci95", path=out / name, ylabel=ylabel,
+                      title=f"{config.name}: mean ± 95 % CI over seeds")
+            written.append(name)
+    for metric in _curve_metrics(results["curves"]):
+        table = [{**r, "line": f"{r['arm']} {r['policy']}"} for r in results["curves"] if r.get(metric) is not None]
+        if table:
+            name = f"crops_{metric}.png"
+            plot_curves(table, x="num_crops", y=metric, hue="line", band=f"{metric}_ci95", path=out / name,
+                        xlabel="crops observed at test time", title=f"{metric} (mean ± 95 % CI)")
+            written.append(name)
+    return written

@@ -1,0 +1,332 @@
+"""Run an experiment: train every (arm, seed), evaluate each model, resumable unit by unit.
+
+Nothing here trains or measures by itself: training is ``comit.train.loop.train`` and every
+score is one of the ``comit.eval`` functions. The runner decides what runs where and skips what
+is done, so an interrupted experiment continues where it stopped:
+
+* a unit's training is done when ``runs/<arm>/seed-<s>/unit.json`` exists (written after the
+  final model); a run with checkpoints but no ``unit.json`` resumes from its newest checkpoint;
+* an evaluation part is done when ``evals/<arm>/seed-<s>/<part>/results.json`` exists (the
+  report writers write it last, atomically).
+
+Units run seed by seed (every arm of seed 0, then seed 1, ...), so a stopped experiment has
+comparable arms with fewer seeds rather than one arm with all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from ..model.checkpoints import atomic_write
+from ..train.checkpoint import ResumeError, latest_checkpoint
+from ..train.config import TrainConfig, dump_config
+from .config import ExperimentConfig
+
+UNIT_FILE = "unit.json"
+EXPERIMENT_FILE = "experiment.yaml"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One trained model: an arm and a seed."""
+
+    arm: str
+    seed: int
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / "runs" / self.arm / f"seed-{self.seed}"
+
+    def eval_dir(self, out: Path) -> Path:
+        return Path(out) / "evals" / self.arm / f"seed-{self.seed}"
+
+
+def units(config: ExperimentConfig) -> list[Unit]:
+    """Seed-major order: every arm of the first seed, then of the next."""
+    return [Unit(arm, seed) for seed in config.seeds for arm in config.arms]
+
+
+# ---------------------------------------------------------------------- the experiment folder
+def prepare_output(config: ExperimentConfig, out: Path) -> None:
+    """Write ``experiment.yaml``; refuse a folder that holds an experiment with other settings.
+
+    Other seeds and arms are fine (they add or leave out units; the file keeps the union), and
+    claims only change the report; anything else would mix results made two ways."""
+    import yaml
+
+    out = Path(out)
+    path = out / EXPERIMENT_FILE
+    now = config.model_dump(mode="json")
+    if path.is_file():
+        before = yaml.safe_load(path.read_text()) or {}
+        old, new = _comparable(before), _comparable(now)
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                raise ResumeError(f"{out} holds an experiment with other '{key}' settings; use the same "
+                                  "settings to continue it, or another --out")
+        for arm, settings in now["arms"].items():
+            if before.get("arms", {}).get(arm, settings) != settings:
+                raise ResumeError(f"{out} holds arm {arm} with other settings; use the same settings or another --out")
+        curve_arms = before.get("eval", {}).get("curves", {}).get("arms", [])
+        now = {**now, "seeds": sorted(set(before.get("seeds", [])) | set(now["seeds"])),
+               "arms": {**before.get("arms", {}), **now["arms"]}}
+        now["eval"]["curves"]["arms"] = list(dict.fromkeys(curve_arms + now["eval"]["curves"]["arms"]))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(yaml.safe_dump(now, sort_keys=False)))
+
+
+@contextmanager
+def unit_lock(out: Path, unit: Unit) -> Iterator[bool]:
+    """Claim a unit for this process; yields False when another live process holds it.
+
+    So the same command started twice (e.g. one process per core) splits the units between
+    the processes instead of training any twice; a lock left by a killed process is taken over."""
+    lock = Path(out) / "runs" / unit.arm / f".seed-{unit.seed}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = lock.read_text().strip()
+        if owner.isdigit() and int(owner) != os.getpid() and _alive(int(owner)):
+            yield False
+            return
+        lock.unlink(missing_ok=True)
+        handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(handle, "w") as file:
+        file.write(str(os.getpid()))
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _comparable(dumped: dict) -> dict:
+    """What two runs into one folder must share: all but the seeds, arms, claims and which arms
+    get crop curves (selecting arms with --arms changes only those)."""
+    settings = {k: v for k, v in dumped.items() if k not in ("seeds", "arms", "claims")}
+    curves = {k: v for k, v in settings.get("eval", {}).get("curves", {}).items() if k != "arms"}
+    return {**settings, "eval": {**settings.get("eval", {}), "curves": curves}}
+
+
+# ---------------------------------------------------------------------- training
+def train_command(config: ExperimentConfig, unit: Unit, out: Path) -> str:
+    """The ``comit train`` command that trains this unit on its own."""
+    words = ["comit", "train", config.base, "--out", str(unit.run_dir(out))]
+    for key, value in config.train_overrides(unit.arm, unit.seed).items():
+        words.append(f"{key}={value if isinstance(value, str) else json.dumps(value)}")
+    return shlex.join(words)
+
+
+def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool = True) -> dict:
+    """Train one unit unless it is done; returns its record (model folder, wall time, command)."""
+    from ..train.loop import train
+
+    run_dir = unit.run_dir(out)
+    resolved = config.train_config(unit.arm, unit.seed)
+    record_path = run_dir / UNIT_FILE
+    if record_path.is_file():
+        _check_same_training(run_dir, resolved)
+        return json.loads(record_path.read_text())
+    resume_from = latest_checkpoint(run_dir / "checkpoints")
+    if resume_from is not None:
+        _check_same_training(run_dir, resolved)
+    started = time.perf_counter()
+    model_dir = train(resolved, run_dir, resume=resume_from is not None, progress=progress)
+    record = {"arm": unit.arm, "seed": unit.seed, "model": str(model_dir.relative_to(run_dir)),
+              "wall_time_s": round(time.perf_counter() - started, 1),
+              "resumed_from": resume_from.name if resume_from is not None else None,
+              "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
+              "command": train_command(config, unit, out), "code": code_version(),
+              "final": _final_losses(run_dir)}
+    atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    return record
+
+
+def code_version() -> str | None:
+    """The git commit of the code that trained a unit (``+dirty`` with local changes), or None
+    outside a git checkout: results made by other code are flagged in the report, not mixed silently."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here.parent)], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and saved.read_text() != dump_config(resolved):
+        raise ResumeError(f"{run_dir} was trained with other settings than this experiment asks for; "
+                          "use the same settings or another --out")
+
+
+def _final_losses(run_dir: Path) -> dict:
+    """The last logged loss terms (metrics.jsonl), for the report."""
+    path = run_dir / "metrics.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not lines:
+        return {}
+    last = json.loads(lines[-1])
+    return {k: last[k] for k in ("step", "loss", "fm", "repa", "srepa") if k in last}
+
+
+# ---------------------------------------------------------------------- evaluation
+@dataclass
+class EvalData:
+    """The images every model is scored on (the same for every unit)."""
+
+    val: object
+    probe_train: object
+    probe_test: object
+    curve_images: object
+
+
+def eval_data(config: ExperimentConfig, image_size: int) -> EvalData:
+    from ..eval.common import load_dataset
+    from ..eval.run_probe import probe_datasets
+
+    settings = config.eval
+    probe_train, probe_test, _ = probe_datasets(settings.data, image_size, num_train=settings.num_train,
+                                                num_test=settings.num_test)
+    return EvalData(val=load_dataset(settings.data, image_size, "val", settings.num_images), probe_train=probe_train,
+                    probe_test=probe_test,
+                    curve_images=load_dataset(settings.data, image_size, "val", settings.curves.num_images))
+
+
+def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
+               progress: bool) -> dict[str, tuple[Callable[[], dict], Callable[[Path, dict], None]]]:
+    """Each evaluation part of a unit: (compute the results, write their report)."""
+    from ..eval.common import EvalSettings
+    from ..eval.run_align import AlignSettings, evaluate_alignment, write_align_report
+    from ..eval.run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
+    from ..eval.run_probe import ProbeSettings, evaluate_probes, probe_policy, write_probe_report
+    from ..eval.run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
+
+    ev = config.eval
+    common = dict(steps=ev.steps, cfg=ev.cfg, seed=unit.seed, batch_size=ev.batch_size, progress=progress)
+    probe = ProbeSettings(epochs=ev.probe_epochs, patience=ev.probe_patience, seed=unit.seed)
+    parts = {}
+    for name, policy in ev.policies.items():
+        settings = EvalSettings(order=policy.order, num_crops=policy.num_crops, global_crop=policy.global_crop,
+                                **common)
+
+        def recon_report(path, results, settings=settings):
+            write_recon_report(path, results, reconstruction_examples(model, data.val, settings))
+
+        parts[f"recon-{name}"] = (partial(evaluate_reconstruction, model, data.val, settings, ev.fid_features),
+                                  recon_report)
+        parts[f"align-{name}"] = (partial(evaluate_alignment, model, data.val, settings, AlignSettings()),
+                                  write_align_report)
+    parts["probe"] = (partial(evaluate_probes, model, data.probe_train, data.probe_test,
+                              probe_policy(seed=unit.seed, batch_size=ev.batch_size, progress=progress), probe),
+                      write_probe_report)
+    if unit.arm in ev.curves.arms:
+        curves = ev.curves
+        settings = EvalSettings(**{**common, "steps": curves.steps or ev.steps})
+        curve_settings = CurveSettings(orders=curves.orders, global_crop=curves.global_crop,
+                                       crop_counts=curves.crop_counts, metrics=curves.metrics)
+        parts["crops"] = (partial(evaluate_crop_curves, model, data.curve_images, settings, curve_settings,
+                                  fid_features="none", probe_train=data.probe_train if "probe" in curves.metrics
+                                  else None, probe=probe), write_crops_report)
+    return parts
+
+
+def part_names(config: ExperimentConfig, unit: Unit) -> list[str]:
+    """The evaluation parts of a unit, as ``eval_parts`` names them."""
+    names = [f"{kind}-{policy}" for policy in config.eval.policies for kind in ("recon", "align")] + ["probe"]
+    return names + (["crops"] if unit.arm in config.eval.curves.arms else [])
+
+
+def unit_evaluated(config: ExperimentConfig, unit: Unit, out: Path) -> bool:
+    return all((unit.eval_dir(out) / name / "results.json").is_file() for name in part_names(config, unit))
+
+
+def evaluate_unit(config: ExperimentConfig, unit: Unit, out: Path, model_dir: Path, device: str,
+                  command: list[str], progress: bool = True) -> dict[str, dict]:
+    """Every evaluation part of one unit (skipping finished parts); returns each part's results."""
+    from ..eval.report import provenance
+    from ..model.comit import COMiT
+
+    eval_dir = unit.eval_dir(out)
+    if unit_evaluated(config, unit, out):
+        return {name: json.loads((eval_dir / name / "results.json").read_text()) for name in part_names(config, unit)}
+    model = COMiT.from_pretrained(model_dir).to(device).eval()
+    data = eval_data(config, model.config.image_size)
+    finished = {}
+    for name, (compute, write) in eval_parts(config, unit, model, data, progress).items():
+        target = eval_dir / name
+        if not (target / "results.json").is_file():
+            started = time.perf_counter()
+            results = compute()
+            results = {"model": str(model_dir), "data": config.eval.data, **results,
+                       "run": provenance(model.device, time.perf_counter() - started, command)}
+            write(target, results)
+        finished[name] = json.loads((target / "results.json").read_text())
+    return finished
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ---------------------------------------------------------------------- everything
+def run_experiment(config: ExperimentConfig, out: Path, command: list[str], device: str = "auto",
+                   progress: bool = True, after_unit: Callable[[Unit], None] | None = None,
+                   say: Callable[[str], None] = print) -> list[Unit]:
+    """Train and evaluate every unit not yet done; ``after_unit`` runs after each (the report).
+
+    Units another live process is working on are left to it; they are returned. Units found
+    finished are not reported on again (nothing changed)."""
+    out = Path(out)
+    prepare_output(config, out)
+    todo, elsewhere = units(config), []
+    for number, unit in enumerate(todo, start=1):
+        where = f"[{number}/{len(todo)}] arm {unit.arm}, seed {unit.seed}"
+        with unit_lock(out, unit) as mine:
+            if not mine:
+                say(f"{where}: in progress in another process, left to it")
+                elsewhere.append(unit)
+                continue
+            if (unit.run_dir(out) / UNIT_FILE).is_file() and unit_evaluated(config, unit, out):
+                _check_same_training(unit.run_dir(out), config.train_config(unit.arm, unit.seed))
+                say(f"{where}: done before")
+                continue
+            say(f"{where}: train")
+            record = train_unit(config, unit, out, progress)
+            say(f"{where}: evaluate")
+            evaluate_unit(config, unit, out, unit.run_dir(out) / record["model"],
+                          resolve_device(_device(config, unit, device)), command, progress)
+        if after_unit is not None:
+            after_unit(unit)
+    return elsewhere
+
+
+def _device(config: ExperimentConfig, unit: Unit, device: str) -> str:
+    """The evaluation device: the one given, else the training config's."""
+    return device if device != "auto" else config.train_config(unit.arm, unit.seed).loop.device

@@ -1,0 +1,61 @@
+"""Mean ± 95 % interval over seeds, paired differences and the claim verdicts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from comit.experiments.aggregate import verdict
+from comit.experiments.statistics import Estimate, mean_ci, paired_difference, t_quantile
+
+
+def test_interval_uses_student_t_with_sample_deviation():
+    estimate = mean_ci([1.0, 2.0, 3.0])
+    assert estimate.mean == pytest.approx(2.0) and estimate.n == 3
+    assert estimate.half_width == pytest.approx(4.303 * 1.0 / math.sqrt(3))  # sd = 1 with n - 1
+    assert estimate.text(2) == "2.00 ± 2.48"
+
+
+def test_t_quantiles_and_large_samples():
+    assert t_quantile(1) == pytest.approx(12.706) and t_quantile(30) == pytest.approx(2.042)
+    assert t_quantile(200) == pytest.approx(1.96)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        t_quantile(0)
+
+
+def test_single_missing_and_non_finite_values():
+    assert mean_ci([]) is None and mean_ci([None, float("nan")]) is None
+    single = mean_ci([0.5, None, float("inf")])
+    assert single == Estimate(0.5, None, 1) and single.text() == "0.500"
+    assert not single.excludes_zero()
+
+
+def test_paired_difference_matches_seeds():
+    a = {0: 0.5, 1: 0.6, 2: 0.7, 3: 0.9}
+    b = {0: 0.3, 1: 0.5, 2: 0.4}  # seed 3 has no partner
+    difference = paired_difference(a, b)
+    assert difference.n == 3 and difference.mean == pytest.approx((0.2 + 0.1 + 0.3) / 3)
+    assert difference.half_width == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert paired_difference(a, {}) is None
+
+
+@pytest.mark.parametrize("estimate, expected", [
+    (None, "not measured yet"), (Estimate(0.1, None, 1), "one seed only"),
+    (Estimate(0.2, 0.1, 3), "holds"), (Estimate(0.05, 0.1, 3), "same direction, not significant"),
+    (Estimate(-0.05, 0.1, 3), "opposite direction, not significant"), (Estimate(-0.2, 0.1, 3), "reversed")])
+def test_verdicts(estimate, expected):
+    assert verdict(estimate).startswith(expected)
+
+
+def test_collapsed_units_are_those_whose_messages_never_vary():
+    from comit.experiments.aggregate import collapsed_units
+    from comit.experiments.runner import Unit
+
+    def recon(distinct):
+        return {"metrics": {"per_position_distinct_mean": distinct}}
+
+    parts = {Unit("L", 0): {"recon-global": recon(1.0), "recon-all": recon(1.0), "probe": {"metrics": {}}},
+             Unit("L", 1): {"recon-global": recon(1.0), "recon-all": recon(3.5)},
+             Unit("G", 0): {"probe": {"metrics": {}}}}
+    assert collapsed_units(parts) == [Unit("L", 0)]

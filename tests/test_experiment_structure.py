@@ -1,0 +1,180 @@
+"""`comit experiment structure` end to end at smoke size: report, skip, exact resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from comit.cli import app
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow  # trains and evaluates 4 tiny models (~30 s on 2 cores)
+SMOKE = ["--config", "structure-tiny", "--seeds", "0,1", "--arms", "L,G", "--threads", "1", "--quiet",
+         "train.loop.checkpoint_every=1"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run(out, *extra):
+    return runner.invoke(app, ["experiment", "structure", "--out", str(out), *SMOKE, *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("structure") / "exp"
+    result = run(out)
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture
+def copy(finished, tmp_path):
+    target = tmp_path / "exp"
+    shutil.copytree(finished[0], target)
+    return target
+
+
+def _no_work(monkeypatch):
+    """Make any training or scoring fail: a finished experiment must not need them."""
+    import comit.eval.run_align
+    import comit.eval.run_crops
+    import comit.eval.run_probe
+    import comit.eval.run_recon
+    import comit.train.loop
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work was redone")
+
+    for module, name in ((comit.train.loop, "train"), (comit.eval.run_recon, "evaluate_reconstruction"),
+                         (comit.eval.run_align, "evaluate_alignment"), (comit.eval.run_probe, "evaluate_probes"),
+                         (comit.eval.run_crops, "evaluate_crop_curves")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_report_has_table_claims_curves_and_plots(finished):
+    out, output = finished
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and results["units_done"] == results["units_total"] == 4
+    align = next(r for r in results["arm_table"] if r["metric"] == "align-global/miou_image")
+    assert set(align["arms"]) == {"L", "G"} and all(align["arms"][a]["n"] == 2 for a in ("L", "G"))
+    assert align["differences"]["G"]["n"] == 2 and align["floor"]["n"] == 4
+    assert {r["arm"] for r in results["curves"]} == {"L"}  # curves for arm L only
+    policies = {r["policy"] for r in results["curves"]}
+    assert policies == {"raster_scan", "raster_scan+global", "adaptive", "adaptive+global"}
+    assert max(r["num_crops"] for r in results["curves"] if r["policy"] == "raster_scan") == 2  # 10 > 9 locals
+    assert [c["compared"] for c in results["claims"]] == ["L − G", "L, raster_scan+global: 10 − 1 crops"]
+    assert "L − G on align-global/miou_image:" in output
+    markdown = (out / "results.md").read_text()
+    assert "Status: **complete**" in markdown and "(n=2)" in markdown and "comit train tiny --out" in markdown
+    for name in ("arms_alignment_probes.png", "arms_psnr.png", "crops_miou_image.png", "crops_psnr.png"):
+        assert Image.open(out / name).format == "PNG"
+    assert not (out / "evals" / "G" / "seed-0" / "crops").exists()
+    assert not [p for p in out.rglob(".*")]  # no lock, no temporary files left
+
+
+def test_rerun_skips_finished_units(copy, monkeypatch):
+    _no_work(monkeypatch)
+    before = (copy / "runs" / "L" / "seed-0" / "model" / "model.safetensors").stat().st_mtime_ns
+    result = run(copy)
+    assert result.exit_code == 0, result.output
+    assert (copy / "runs" / "L" / "seed-0" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    assert "4/4 units finished" in result.output and result.output.count("done before") == 4
+
+
+def test_a_subset_of_arms_and_more_seeds_share_the_folder(copy, monkeypatch):
+    _no_work(monkeypatch)
+    result = run(copy, "--arms", "G")
+    assert result.exit_code == 0 and result.output.count("done before") == 2, result.output
+    result = run(copy, "--seeds", "0,1,2", "--arms", "G", "--report-only")  # a third seed may be added later
+    assert result.exit_code == 0 and "2/3 units finished" in result.output, result.output
+
+
+def test_interrupted_training_resumes_exactly(copy):
+    unit = copy / "runs" / "G" / "seed-1"
+    weights = (unit / "model" / "model.safetensors").read_bytes()
+    metrics = json.loads((copy / "evals" / "G" / "seed-1" / "align-global" / "results.json").read_text())["metrics"]
+    # As if killed after the checkpoint of step 2: no final model, no record, no evaluation.
+    shutil.rmtree(unit / "model")
+    shutil.rmtree(unit / "checkpoints" / "step-000000003")
+    (unit / "unit.json").unlink()
+    shutil.rmtree(copy / "evals" / "G" / "seed-1")
+    result = run(copy)
+    assert result.exit_code == 0, result.output
+    record = json.loads((unit / "unit.json").read_text())
+    assert record["resumed_from"] == "step-000000002"
+    assert (unit / "model" / "model.safetensors").read_bytes() == weights  # resume is exact
+    again = json.loads((copy / "evals" / "G" / "seed-1" / "align-global" / "results.json").read_text())["metrics"]
+    assert again == metrics  # evaluation is deterministic per seed
+
+
+def test_missing_evaluation_part_is_redone_alone(copy, monkeypatch):
+    import comit.eval.run_align
+
+    shutil.rmtree(copy / "evals" / "L" / "seed-0" / "align-all")
+    calls = []
+    original = comit.eval.run_align.evaluate_alignment
+    _no_work(monkeypatch)
+    monkeypatch.setattr(comit.eval.run_align, "evaluate_alignment", lambda *a, **k: calls.append(1) or original(*a, **k))
+    result = run(copy)
+    assert result.exit_code == 0, result.output
+    assert calls == [1] and (copy / "evals" / "L" / "seed-0" / "align-all" / "results.json").is_file()
+
+
+def test_other_settings_in_the_same_folder_are_refused(copy):
+    result = run(copy, "eval.num_images=7")
+    assert result.exit_code == 1 and "other 'eval' settings" in result.output
+    result = run(copy, "train.loop.max_steps=4")
+    assert result.exit_code == 1 and "other 'train' settings" in result.output
+
+
+def test_a_unit_another_process_holds_is_left_to_it(copy, monkeypatch):
+    _no_work(monkeypatch)
+    shutil.rmtree(copy / "evals" / "L" / "seed-1" / "probe")
+    (copy / "runs" / "L" / ".seed-1.lock").write_text("1")  # pid 1 is alive: another process has the unit
+    result = run(copy)
+    assert result.exit_code == 0, result.output
+    assert "arm L, seed 1: in progress in another process" in result.output and "3/4 units finished" in result.output
+    assert "PARTIAL: 3 of 4" in (copy / "results.md").read_text()
+    (copy / "runs" / "L" / ".seed-1.lock").write_text("999999999")  # a dead owner's lock is taken over
+    monkeypatch.undo()
+    result = run(copy)
+    assert result.exit_code == 0 and "4/4 units finished" in result.output, result.output
+
+
+def test_report_only_rebuilds_without_work(copy, monkeypatch):
+    _no_work(monkeypatch)
+    (copy / "results.md").unlink()
+    result = run(copy, "--report-only")
+    assert result.exit_code == 0, result.output
+    assert "Status: **complete**" in (copy / "results.md").read_text()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["arms.G.overrides.loop.max_steps=5"], "same training budget"),
+    (["train.loop.bogus=1"], "arm L: "),
+    (["eval.curves.arms=[X]"], "unknown arm"),
+    (["--arms", "L,Q"], "unknown arm(s) ['Q']"),
+    (["--seeds", "0,0"], "seeds repeat"),
+])
+def test_bad_experiments_fail_before_any_work(tmp_path, extra, message):
+    result = run(tmp_path / "never", *extra)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert result.output.startswith("error:") and not (tmp_path / "never").exists()
+
+
+def test_report_only_needs_an_experiment(tmp_path):
+    result = run(tmp_path / "empty", "--report-only")
+    assert result.exit_code == 1 and "no experiment yet" in result.output

@@ -70,9 +70,10 @@ def screenshot(page, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------- the demo report
-def test_demo_report_renders_every_image(tmp_path, tiny_model_dir, page):
+def test_demo_report_renders_every_image(tmp_path, page):
+    """The README's main job as it ships: the bundled model on the bundled samples."""
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--model", str(tiny_model_dir)])
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
     page.goto((out / "index.html").as_uri())
     page.wait_for_load_state("load")

@@ -47,6 +47,12 @@ def test_demo_runs_on_the_bundled_samples(tmp_path, tiny_model_dir):
     assert "index.html" in result.output and "open " in result.output
     page = (out / "index.html").read_text()
     assert len(re.findall(r'<section id="', page)) == len(names)
+    assert f"bundled sample {names[0]}.png" in page and "threads</b> 1" in page
+
+
+def test_demo_threads_must_be_positive(tmp_path, tiny_model_dir):
+    result = run("demo", "--out", tmp_path / "demo", "--model", tiny_model_dir, "--threads", 0)
+    assert result.exit_code == 1 and "--threads" in result.output
 
 
 @pytest.mark.parametrize("args, message", [

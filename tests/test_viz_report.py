@@ -67,6 +67,14 @@ def test_report_is_self_contained_and_its_links_resolve(tmp_path, traces):
     assert "tiny &lt;random&gt;" in page  # text from outside is escaped
 
 
+def test_labels_describe_the_images_and_sources_name_the_folders(tmp_path, traces):
+    report = render.write_run(tmp_path, traces, ["/x/cat.png", "/y/dog.png"], RUN_INFO, labels=["a cat", "a dog"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat", "dog", "index.html"]
+    assert json.loads((tmp_path / "dog" / "trace.json").read_text())["source"] == "a dog"
+    page = report.read_text()
+    assert "a cat · crops in order" in page and "/x/cat.png" not in page
+
+
 def test_repeated_and_odd_names_stay_apart(tmp_path, traces):
     render.write_run(tmp_path, traces, ["x/a b<1>.png", "y/a b<1>.png"], RUN_INFO)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_b_1_", "a_b_1_-1", "index.html"]
@@ -99,4 +107,6 @@ def test_a_failure_leaves_the_folder_as_it_was(tmp_path, traces, monkeypatch):
 def test_traces_and_sources_must_match(tmp_path, traces):
     with pytest.raises(ValueError, match="2 traces for 1 images"):
         render.write_run(tmp_path, traces, ["cat.png"], RUN_INFO)
+    with pytest.raises(ValueError, match="2 traces for 2 images \\(1 labels\\)"):
+        render.write_run(tmp_path, traces, ["cat.png", "dog.png"], RUN_INFO, labels=["a cat"])
     assert not list(Path(tmp_path).iterdir())

@@ -17,6 +17,9 @@ DEFAULT_MODEL = "bundled"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 10.0
+# The bundled model is small: one thread is about as fast as two on an idle machine, and on a busy
+# one two threads that wait for each other were 3-7x slower (8 s against 26-55 s on a shared 2-core CPU).
+DEMO_THREADS = 1
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
@@ -45,14 +48,22 @@ def viz(images: Annotated[list[Path], typer.Argument(help="Image files.")], out:
 
 
 def demo(out: OutOption = Path("demo-output"), model: ModelOption = DEFAULT_MODEL, seed: SeedOption = 0,
-         device: DeviceOption = "cpu"):
+         device: DeviceOption = "cpu",
+         threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch.")] = DEMO_THREADS):
     """Run the bundled model on the bundled sample images and write the HTML report (no download)."""
+    import torch
+
     from ..data import sample_paths
     from .trace import VizSettings
 
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
     settings = VizSettings(order="adaptive", num_crops=None, global_crop=False, steps=10, cfg=7.5, seed=seed)
-    report = visualize(model, sample_paths(), settings, out, device, batch_size=len(sample_paths()),
-                       title="COMiT demo: the bundled model on the bundled samples")
+    samples = sample_paths()
+    report = visualize(model, samples, settings, out, device, batch_size=len(samples),
+                       title="COMiT demo: the bundled model on the bundled samples",
+                       labels=[f"bundled sample {path.name}" for path in samples])
     typer.echo(f"open {report.resolve()} in a browser: crop paths, what the message knows after each crop, "
                "where its tokens look")
 
@@ -83,7 +94,7 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to bind (def
 
 # ---------------------------------------------------------------------- the work behind them
 def visualize(model_name: str, paths: list[Path], settings, out: Path, device: str, batch_size: int,
-              title: str) -> Path:
+              title: str, labels: list[str] | None = None) -> Path:
     """Load every image first (a bad file fails before any work), trace them in batches, write the run."""
     import torch
     from tqdm.auto import tqdm
@@ -112,7 +123,7 @@ def visualize(model_name: str, paths: list[Path], settings, out: Path, device: s
             "device": str(net.device), "comit": __version__,
             "time": f"{time.perf_counter() - started:.1f} s (model, images, tracing)",
             "threads": torch.get_num_threads()}
-    return write_run(out, traces, [str(p) for p in paths], {"title": title, "info": info})
+    return write_run(out, traces, [str(p) for p in paths], {"title": title, "info": info}, labels=labels)
 
 
 def load_model(name: str, device: str):

@@ -53,16 +53,22 @@ class ImageEntry:
     summary: dict = field(default_factory=dict)
 
 
-def write_run(folder: str | os.PathLike, traces: list[Trace], sources: list[str], run_info: dict) -> Path:
-    """Write the figures of every trace and the report; returns the report's path."""
-    if len(traces) != len(sources):
-        raise ValueError(f"got {len(traces)} traces for {len(sources)} images")
+def write_run(folder: str | os.PathLike, traces: list[Trace], sources: list[str], run_info: dict,
+              labels: list[str] | None = None) -> Path:
+    """Write the figures of every trace and the report; returns the report's path.
+
+    ``sources`` (the image files) name the folders; ``labels`` (default: the sources) is how the
+    report and trace.json describe each image.
+    """
+    labels = labels or sources
+    if not len(traces) == len(sources) == len(labels):
+        raise ValueError(f"got {len(traces)} traces for {len(sources)} images ({len(labels)} labels)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".comit-viz-", dir=folder))
     try:
-        entries = [write_image_figures(staging, name, source, trace)
-                   for name, source, trace in zip(unique_names(sources), sources, traces)]
+        entries = [write_image_figures(staging, name, label, trace)
+                   for name, label, trace in zip(unique_names(sources), labels, traces)]
         write_report(staging / REPORT_NAME, entries, run_info, staging)
         for entry in entries:
             move_into(staging / entry.name, folder / entry.name)

@@ -58,7 +58,7 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
     if threads:
         torch.set_num_threads(threads)
     try:
-        result = run_benchmark(settings.check())
+        result = run_benchmark(settings.check(), out_dir=out)
     finally:
         torch.set_num_threads(previous_threads)
     json_path, md_path = write_results(result, out)

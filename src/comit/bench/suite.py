@@ -46,8 +46,11 @@ def describe_model(model) -> dict:
             "autoencoder": config.autoencoder.kind, "weights": "random (no download)"}
 
 
-def run_benchmark(settings: BenchSettings, log: Callable[[str], None] | None = None) -> dict:
-    """Measure everything ``settings.sections`` asks for; returns the JSON-ready result."""
+def run_benchmark(settings: BenchSettings, log: Callable[[str], None] | None = None,
+                  out_dir: Path | None = None) -> dict:
+    """Measure everything ``settings.sections`` asks for; returns the JSON-ready result. With
+    ``out_dir``, the results so far are written after every section (a long run that is
+    interrupted keeps what it measured)."""
     settings.check()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     device = resolve_device(settings.device)
@@ -61,8 +64,10 @@ def run_benchmark(settings: BenchSettings, log: Callable[[str], None] | None = N
     ctx = sections.Context(settings, model, device, make_inputs(model, settings.batch, settings.seed), log)
     for name in settings.sections:
         result[name] = SECTION_FUNCTIONS[name](ctx)
-    result["machine"]["load_average_at_end"] = load_average()
-    result["wall_s"] = time.perf_counter() - started
+        result["machine"]["load_average_at_end"] = load_average()
+        result["wall_s"] = time.perf_counter() - started
+        if out_dir is not None:
+            write_results(result, out_dir)
     return result
 
 

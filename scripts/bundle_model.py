@@ -13,24 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from comit import COMiT
+from comit.bench.machine import cpu_model
 from comit.model.checkpoints import BUNDLED_DIR, atomic_write
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -51,7 +41,7 @@ def main() -> None:
         "steps": last["step"],  # the last logged step; a run stopped at a checkpoint may differ
         "images_seen": last["step"] * batch,
         "wall_time_minutes": args.minutes,
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, shared with other work, torch {torch.__version__}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, shared with other work, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d", time.gmtime((args.run / "model" / "model.safetensors").stat().st_mtime)),
         "last_logged": {key: round(value, 4) if isinstance(value, float) else value for key, value in last.items()},
         "weights": "EMA, stored as float16",

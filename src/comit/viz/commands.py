@@ -127,32 +127,15 @@ def visualize(model_name: str, paths: list[Path], settings, out: Path, device: s
 
 
 def load_model(name: str, device: str):
-    import torch
+    """The core commands' loading rules (``comit.cli`` imports this module, so it is imported late)."""
+    from ..cli import load_model as core_load_model
 
-    from ..model.comit import COMiT
-
-    torch.set_flush_denormal(True)
-    return COMiT.from_pretrained(name, device=resolve_device(device))
-
-
-def resolve_device(device: str):
-    """Same rules as the core commands: 'auto' picks cuda when present; cuda without one is an error."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} asked for, but no CUDA device is available")
-    return torch.device(device)
+    return core_load_model(name, device)
 
 
 def parse_order(order: str):
-    """Same syntax as the core commands: a name stays a name, '4,1,7' becomes a list of crop indices."""
-    order = order.strip()
-    if "," in order or order.isdigit():
-        try:
-            return [int(part) for part in order.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(f"--order {order!r}: a list must be comma-separated integers, e.g. 4,1,7") from None
-    return order
+    """The core commands' order syntax: a name stays a name, '4,1,7' becomes a list of crop indices."""
+    from ..cli import parse_order as core_parse_order
+
+    return core_parse_order(order)
 

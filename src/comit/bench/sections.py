@@ -149,7 +149,7 @@ def forward_section(ctx: Context) -> list[dict]:
 
                 with attention_mode(model, mode):
                     results, _ = measure(ctx, {"gemm": gemm, "forward": forward}, count=False)
-                flops = transformer_call_flops(model.predictor, batch, side, with_queries)
+                    flops = transformer_call_flops(model.predictor, batch, side, with_queries)
                 seconds = results["forward"]["seconds"]
                 peak = gemm_work / results["gemm"]["seconds"] / 1e9
                 achieved = flops.total / seconds / 1e9

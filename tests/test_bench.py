@@ -80,6 +80,10 @@ def test_tiny_bench_writes_every_field(tmp_path):
     assert data["machine"]["cpu"] and data["machine"]["date"]
     forward = {(r["attention"], r["kind"], r["batch"]) for r in data["forward"]}
     assert forward == {(m, k, b) for m in ("hard", "released") for k in ("encode", "decode") for b in (1, 2)}
+    tokens = {(r["attention"], r["kind"]): r["tokens_per_sample"] for r in data["forward"]}
+    # 1 offset + 36 crop patches or 256 image patches + 16 message tokens (+ 16 queries)
+    assert tokens == {("hard", "encode"): 69, ("released", "encode"): 69, ("hard", "decode"): 273,
+                      ("released", "decode"): 289}
     for row in data["forward"]:
         assert row["ms"] > 0 and row["gflops"] > 0 and 0 < row["pct_of_peak"] and row["flops"]["total"] > 0
         assert row["peak_memory_mb"] > 0

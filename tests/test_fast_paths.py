@@ -265,8 +265,8 @@ def test_sd_vae_channels_last_inputs_change_nothing():
     small = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
                           up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=32,
                           layers_per_block=1).eval()
-    fast = SDVAE(vae=small, sample_posterior=False, channels_last=True)
-    plain = SDVAE(vae=small, sample_posterior=False)
+    fast = SDVAE(vae=small, sample_posterior=False)  # channels-last inputs by default
+    plain = SDVAE(vae=small, sample_posterior=False, channels_last=False)
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
         latents = fast.encode(images)

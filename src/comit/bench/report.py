@@ -67,9 +67,11 @@ def markdown_report(result: dict) -> str:
     if "fast_paths" in result:
         fast = result["fast_paths"]
         parts.append("## Fast paths, one at a time\n\n" + table(
-            ["fast path", "attention", "fast ms", "plain ms", "speed-up", "max |diff|", "kept", "what"],
+            ["fast path", "attention", "fast ms", "plain ms", "speed-up", "peak MB fast / plain", "max |diff|",
+             "what"],
             [[r["fast_path"], r["attention"], spread(r["fast_timing"]), spread(r["plain_timing"]), r["speedup"],
-              r["max_abs_diff"], r["kept"], r["note"]] for r in fast["rows"]]))
+              f"{r['fast_peak_memory_mb']:,.0f} / {r['plain_peak_memory_mb']:,.0f}", r["max_abs_diff"], r["note"]]
+             for r in fast["rows"]]))
         parts.append("### Adaptive policy: what each saving is worth\n\nUnit costs (ms): " + ", ".join(
             f"{name} {ms:,.1f}" for name, ms in fast["unit_costs_ms"].items()) + "\n\n" + table(
             ["attention", "fast path", "saved ms / batch", "share of the baseline"],

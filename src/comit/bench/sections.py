@@ -149,7 +149,7 @@ def forward_section(ctx: Context) -> list[dict]:
 
                 with attention_mode(model, mode):
                     results, _ = measure(ctx, {"gemm": gemm, "forward": forward}, count=False)
-                flops = transformer_call_flops(model.predictor, batch, side, with_queries)
+                    flops = transformer_call_flops(model.predictor, batch, side, with_queries)
                 seconds = results["forward"]["seconds"]
                 peak = gemm_work / results["gemm"]["seconds"] / 1e9
                 achieved = flops.total / seconds / 1e9
@@ -237,8 +237,10 @@ def fast_path_row(ctx: Context, name: str, mode: str, fast: Callable, plain: Cal
     row = {"fast_path": name, "attention": mode, "fast_ms": 1e3 * results["fast"]["seconds"],
            "plain_ms": 1e3 * results["plain"]["seconds"], "fast_timing": results["fast"]["timing"],
            "plain_timing": results["plain"]["timing"], "speedup": speedup(results["plain"], results["fast"]),
-           "max_abs_diff": compare(outputs["fast"], outputs["plain"]) if compare else None, "note": note}
-    row["kept"] = row["speedup"] > 1.0
+           "max_abs_diff": compare(outputs["fast"], outputs["plain"]) if compare else None, "note": note,
+           "fast_peak_memory_mb": results["fast"]["peak_memory_mb"],
+           "plain_peak_memory_mb": results["plain"]["peak_memory_mb"]}
+    row["faster"] = row["speedup"] > 1.0
     ctx.log(f"fast path {name} ({mode}): x{row['speedup']:.2f}")
     return row
 

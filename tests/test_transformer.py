@@ -182,9 +182,23 @@ def test_unpatchify_order():
     (dict(attention="soft"), "attention"),
     (dict(hidden_size=30, num_heads=4), "divisible"),
     (dict(representation_layer=5), "representation_layer"),
+    (dict(prediction="noise"), "prediction"),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     base = dict(hidden_size=32, depth=2, num_heads=4, num_msg_tokens=5, max_input_size=8, in_channels=3,
                 representation_layer=0)
     with pytest.raises(ValueError, match=message):
         Transformer(**{**base, **kwargs})
+
+
+def test_data_prediction_is_turned_into_the_velocity_of_the_path():
+    """A data-predicting head x1_hat gives v = (x1_hat - x_t) / (1 - t): one Euler step to t = 1
+    lands on x1_hat; the same weights read as a velocity head output x1_hat directly."""
+    x, t, message, offset = inputs()
+    as_data = small(prediction="data")(x, t, message, offset).velocity
+    head = small(prediction="velocity")(x, t, message, offset).velocity  # same weights: the raw head
+    assert torch.allclose(x + (1 - t).view(-1, 1, 1, 1) * as_data, head, atol=1e-5)
+    near_one = torch.tensor([1.0, 0.99])
+    clamped = small(prediction="data")(x, near_one, message, offset).velocity
+    raw = small(prediction="velocity")(x, near_one, message, offset).velocity
+    assert torch.allclose(clamped, (raw - x) / 0.05, atol=1e-4), "1 - t is clamped at 0.05"

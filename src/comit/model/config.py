@@ -49,6 +49,13 @@ class AutoencoderConfig(BaseModel):
 class ModelConfig(BaseModel):
     """Everything needed to build a COMiT model.
 
+    ``prediction``: what the velocity head outputs. ``velocity`` (the paper and the released
+    checkpoints) or ``data``: the clean latent, turned into a velocity inside the transformer
+    (:func:`~comit.model.transformer.velocity_from_data`), so every caller still gets velocities.
+    Predicting the data is far easier when a patch holds more numbers than the width can copy
+    through (pixel-space models with large patches; Li & He 2025, "Back to Basics: Let Denoising
+    Generative Models Denoise").
+
     Geometry follows the image: the latent grid is ``image_size / autoencoder factor``; crops are
     a ``grid_size`` x ``grid_size`` grid of ``crop_size`` pixels with stride
     ``(image_size - crop_size) // (grid_size - 1)``.
@@ -64,6 +71,7 @@ class ModelConfig(BaseModel):
     representation_layer: int = Field(4, ge=0)
     fsq_levels: list[int] = Field(default_factory=lambda: list(PAPER_LEVELS))
     attention: Literal["hard", "released"] = "hard"
+    prediction: Literal["velocity", "data"] = "velocity"
     image_size: int = Field(256, gt=0)
     crop_size: int = Field(96, gt=0)
     grid_size: int = Field(3, gt=0)
@@ -112,7 +120,7 @@ class ModelConfig(BaseModel):
                     num_msg_tokens=self.num_msg_tokens, msg_tokens_dim=self.msg_tokens_dim,
                     patch_size=self.patch_size, max_input_size=self.max_input_size,
                     in_channels=self.in_channels, representation_layer=self.representation_layer,
-                    mlp_ratio=self.mlp_ratio, attention=self.attention)
+                    mlp_ratio=self.mlp_ratio, attention=self.attention, prediction=self.prediction)
 
     @classmethod
     def sized(cls, size: str, **overrides) -> "ModelConfig":

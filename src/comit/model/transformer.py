@@ -54,6 +54,18 @@ class PredictorOutput:
     attentions: dict[int, torch.Tensor]
 
 
+# What the velocity head predicts (ModelConfig.prediction).
+PREDICTIONS = ("velocity", "data")
+# 1 - t is clamped here when a data prediction becomes a velocity (t = 1 is the writing time).
+MIN_REMAINING_TIME = 0.05
+
+
+def velocity_from_data(data: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """v = (x1_hat - x_t) / (1 - t) on the path x_t = t x1 + (1 - t) noise."""
+    remaining = (1 - t).clamp(min=MIN_REMAINING_TIME).view(-1, *([1] * (x_t.dim() - 1)))
+    return (data - x_t) / remaining.to(data.dtype)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
@@ -222,10 +234,12 @@ class Transformer(nn.Module):
                  num_msg_tokens: int = 256, msg_tokens_dim: int = 6, patch_size: int = 2,
                  max_input_size: int = 32, in_channels: int = 4, out_channels: int | None = None,
                  representation_layer: int = 4, mlp_ratio: float = 4.0,
-                 attention: AttentionMode = "hard"):
+                 attention: AttentionMode = "hard", prediction: str = "velocity"):
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         if max_input_size % patch_size:
@@ -240,7 +254,7 @@ class Transformer(nn.Module):
         self.patch_size, self.max_input_size = patch_size, max_input_size
         self.in_channels, self.out_channels = in_channels, out_channels
         self.representation_layer, self.mlp_ratio = representation_layer, mlp_ratio
-        self.attention = attention
+        self.attention, self.prediction = attention, prediction
         grid = max_input_size // patch_size
         self.grid_size = grid
 
@@ -290,13 +304,14 @@ class Transformer(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def config(self) -> dict:
-        """Constructor arguments (the released `predictor` config entries plus `attention`)."""
+        """Constructor arguments (the released `predictor` config entries plus `attention` and
+        `prediction`)."""
         return dict(hidden_size=self.hidden_size, depth=self.depth, num_heads=self.num_heads,
                     num_msg_tokens=self.num_msg_tokens, msg_tokens_dim=self.msg_tokens_dim,
                     patch_size=self.patch_size, max_input_size=self.max_input_size,
                     in_channels=self.in_channels, out_channels=self.out_channels,
                     representation_layer=self.representation_layer, mlp_ratio=self.mlp_ratio,
-                    attention=self.attention)
+                    attention=self.attention, prediction=self.prediction)
 
     # ------------------------------------------------------------------ pieces
     def attention_mask(self, num_patches: int, num_queries: int, device: torch.device) -> torch.Tensor | None:
@@ -367,6 +382,8 @@ class Transformer(nn.Module):
 
         patches = seq[:, 1:1 + num_patches]
         velocity = self.unpatchify(self.final_layer(patches, cond), grid_h, grid_w)
+        if self.prediction == "data":
+            velocity = velocity_from_data(velocity, x, t)
         new_message = self.r_final_layer(seq[:, -self.num_msg_tokens:]) if with_queries else None
         offset_pred = torch.tanh(self.c_final_layer(seq[:, :1]))
         return PredictorOutput(velocity, new_message, offset_pred, patch_states, message_states, attentions)

@@ -96,6 +96,24 @@ class StepConfig(_Section):
     corrupt_p: float = Field(0.0, ge=0, le=1)
 
 
+class InitConfig(_Section):
+    """How a fresh model's weights start (a resumed run loads them instead). Defaults: DiT's.
+
+    message_gate: starting value of the attention and MLP gates of the message/query stream in
+        every block. DiT starts every gate at 0; then the queries cannot read the crop until
+        the gates open, every image writes the same message, and the flow loss pushes that one
+        message into FSQ's saturated corners, where the straight-through gradient vanishes (the
+        collapse that small runs show, docs/training.md). 1 lets the queries read the crop from
+        the first step. The image stream keeps DiT's zero gates.
+    message_embed_std: std of the learned message positions, query token and query positions
+        (0.02, as ViT's learned embeddings). At 0.02 the query positions barely differ from one
+        another after the first updates; 1.0 keeps the tokens distinct from the start.
+    """
+
+    message_gate: float = 0.0
+    message_embed_std: float = Field(0.02, gt=0)
+
+
 class OptimConfig(_Section):
     """AdamW with linear warm-up then inverse-square-root decay (paper: Adam, lr 3e-4, EMA 0.999).
 
@@ -144,6 +162,7 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     step: StepConfig = Field(default_factory=StepConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
 
@@ -202,7 +221,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | d
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model, data, teacher, step, optim, loop)")
+        raise ConfigError(f"{path} must hold a mapping of sections (model, data, teacher, step, init, optim, loop)")
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
         set_dotted(raw, qualify_key(key), value)

@@ -33,6 +33,7 @@ from ..model.comit import COMiT
 from .batches import StepBatches, step_loader
 from .checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, dump_config, load_config
+from .initialization import initialize_message_stream
 from .step import TrainingStep
 from .teachers import build_teacher
 
@@ -100,7 +101,9 @@ def build_model(config: TrainConfig) -> COMiT:
                                      sample_posterior=config.model.autoencoder.sample_posterior)
     elif config.model.autoencoder.kind == "custom":
         raise ConfigError("model.autoencoder.kind=custom cannot be trained from a config; use pixel or sd-vae")
-    return COMiT(config.model, autoencoder=autoencoder)
+    model = COMiT(config.model, autoencoder=autoencoder)
+    initialize_message_stream(model.predictor, config.init)
+    return model
 
 
 # ---------------------------------------------------------------------- the run

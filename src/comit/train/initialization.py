@@ -1,0 +1,28 @@
+"""Training-time initialisation choices for a fresh model (``init`` section of the config).
+
+The model itself starts as DiT does (``Transformer.initialize_weights``); these knobs change only
+the message/query stream, whose all-zero gates make every image write the same message at first
+(see ``InitConfig`` and docs/training.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..model.transformer import Transformer
+from .config import InitConfig
+
+# Chunk order of a block's adaLN output: shift, scale, gate (attention), shift, scale, gate (MLP).
+GATE_CHUNKS = (2, 5)
+NUM_CHUNKS = 6
+
+
+@torch.no_grad()
+def initialize_message_stream(predictor: Transformer, init: InitConfig) -> None:
+    """Set the message/query stream's gate biases and learned-vector scale as ``init`` says."""
+    for param in (predictor.r_pos_embed, predictor.r_to_token, predictor.r_to_pos_embed):
+        param.normal_(0.0, init.message_embed_std)
+    for block in predictor.blocks:
+        bias = block.r_adaLN_modulation[-1].bias.view(NUM_CHUNKS, -1)
+        for chunk in GATE_CHUNKS:
+            bias[chunk] = init.message_gate

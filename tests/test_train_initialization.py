@@ -1,0 +1,44 @@
+"""Training-time initialisation of the message/query stream (config section ``init``)."""
+
+import torch
+
+from comit.model.comit import COMiT
+from comit.train.config import InitConfig, load_config
+from comit.train.initialization import initialize_message_stream
+from comit.train.loop import build_model
+
+from conftest import tiny_config
+
+
+def _gates(block):
+    chunks = block.r_adaLN_modulation[-1].bias.view(6, -1)
+    return chunks[2], chunks[5]
+
+
+def test_defaults_keep_dit_zero_gates_and_small_embeddings():
+    torch.manual_seed(0)
+    model = COMiT(tiny_config())
+    initialize_message_stream(model.predictor, InitConfig())
+    for block in model.predictor.blocks:
+        assert all(torch.equal(gate, torch.zeros_like(gate)) for gate in _gates(block))
+        assert torch.equal(block.x_adaLN_modulation[-1].bias, torch.zeros_like(block.x_adaLN_modulation[-1].bias))
+    assert 0.01 < float(model.predictor.r_to_pos_embed.detach().std()) < 0.03
+
+
+def test_open_message_gates_and_wide_embeddings():
+    torch.manual_seed(0)
+    model = COMiT(tiny_config())
+    initialize_message_stream(model.predictor, InitConfig(message_gate=1.0, message_embed_std=1.0))
+    for block in model.predictor.blocks:
+        assert all(torch.equal(gate, torch.ones_like(gate)) for gate in _gates(block))
+        shifts = block.r_adaLN_modulation[-1].bias.view(6, -1)[[0, 1, 3, 4]]
+        assert torch.equal(shifts, torch.zeros_like(shifts)), "only the gates move"
+        image_stream = block.x_adaLN_modulation[-1].bias
+        assert torch.equal(image_stream, torch.zeros_like(image_stream)), "the image stream keeps DiT's init"
+    assert 0.8 < float(model.predictor.r_to_pos_embed.detach().std()) < 1.2
+
+
+def test_training_config_reaches_the_fresh_model():
+    config = load_config("tiny", ["message_gate=0.5", "init.message_embed_std=0.5"])
+    model = build_model(config)
+    assert all(float(_gates(block)[0].detach().mean()) == 0.5 for block in model.predictor.blocks)

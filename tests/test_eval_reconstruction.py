@@ -129,3 +129,26 @@ def test_codebook_usage_rejects_bad_ids():
         usage.update(torch.zeros(2, 3))
     with pytest.raises(RuntimeError):
         usage.compute()
+
+
+def test_psnr_against_another_image_tells_whether_the_message_is_read():
+    """Reconstructions equal to their own images gain over other images; the batch mean gains nothing."""
+    from types import SimpleNamespace
+
+    from comit.eval.run_recon import ReconMetrics
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    tokens = SimpleNamespace(ids=torch.zeros(4, 2, dtype=torch.long), num_crops=torch.ones(4))
+    model = SimpleNamespace(config=SimpleNamespace(image_size=16), codebook_size=8)
+
+    def scores(reconstructions):
+        metrics = ReconMetrics(model, fid=None)
+        metrics.update(images, reconstructions, tokens)
+        return metrics.compute()[0]
+
+    faithful = scores(images + 0.01)
+    assert faithful["psnr_gain_over_other"] > 20
+    blind = scores(images.mean(dim=0, keepdim=True).expand_as(images))
+    assert abs(blind["psnr_gain_over_other"]) < 0.5
+    assert blind["psnr_gain_over_other"] == pytest.approx(blind["psnr"] - blind["psnr_other_image"])

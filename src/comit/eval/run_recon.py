@@ -24,6 +24,7 @@ class ReconMetrics:
 
     def __init__(self, model: COMiT, fid: FID | None):
         self.psnr = PSNR()
+        self.psnr_other = PSNR()
         self.ssim = SSIM() if model.config.image_size >= 11 else None
         self.usage = CodebookUsage(model.codebook_size)
         self.fid = fid
@@ -33,6 +34,9 @@ class ReconMetrics:
     def update(self, images: torch.Tensor, reconstructions: torch.Tensor, tokens: Tokens) -> None:
         images = images.to(reconstructions.device)
         self.psnr.update(reconstructions, images)
+        if images.shape[0] > 1:
+            # Against another image of the batch: a decoder that ignores the message scores the same.
+            self.psnr_other.update(reconstructions, images.roll(1, dims=0))
         if self.ssim is not None:
             self.ssim.update(reconstructions, images)
         self.usage.update(tokens.ids)
@@ -46,11 +50,17 @@ class ReconMetrics:
         """Flat metrics and notes on what could not be measured."""
         notes = []
         usage = self.usage.compute()
-        metrics = {"psnr": self.psnr.compute(), "ssim": self.ssim.compute() if self.ssim else None,
+        metrics = {"psnr": self.psnr.compute(), "psnr_other_image": None, "psnr_gain_over_other": None,
+                   "ssim": self.ssim.compute() if self.ssim else None,
                    "rfid": None, "codebook_distinct": usage["distinct"], "codebook_fraction": usage["fraction"],
                    "codebook_perplexity": usage["perplexity"],
                    "per_position_distinct_mean": usage["per_position_distinct_mean"],
                    "mean_crops": self.crops_used / self.count, "num_images": self.count}
+        if self.psnr_other._count:
+            metrics["psnr_other_image"] = self.psnr_other.compute()
+            metrics["psnr_gain_over_other"] = metrics["psnr"] - metrics["psnr_other_image"]
+        else:
+            notes.append("PSNR against other images not measured: batches of one image")
         if self.ssim is None:
             notes.append("SSIM not measured: images are smaller than its 11x11 window")
         if self.fid is not None:
@@ -106,7 +116,8 @@ def reconstruction_examples(model: COMiT, dataset: Dataset, settings: EvalSettin
     return batch["image"], decode_batch(model, tokens, batch["position"], settings).cpu()
 
 
-RECON_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "rfid": "rFID", "codebook_distinct": "distinct token ids",
+RECON_LABELS = {"psnr": "PSNR (dB)", "psnr_other_image": "PSNR against another image (dB)",
+                "psnr_gain_over_other": "PSNR gain over another image (dB; 0: the message is ignored)", "ssim": "SSIM", "rfid": "rFID", "codebook_distinct": "distinct token ids",
                 "codebook_fraction": "fraction of the codebook", "codebook_perplexity": "codebook perplexity",
                 "rfid_feature_dim": "rFID feature dimensions",
                 "per_position_distinct_mean": "distinct ids per message position (mean)",

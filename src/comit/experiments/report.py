@@ -71,6 +71,9 @@ def describe_setup(config: ExperimentConfig) -> dict:
             "data": train.data.dataset, "teacher": f"{train.teacher.kind} ({train.teacher.name or 'bundled'})",
             "budget per arm and seed": f"{train.loop.max_steps} steps x {train.optim.batch_size} images = "
             f"{train.loop.max_steps * train.optim.batch_size} images seen",
+            "recipe": f"{model.prediction} prediction, t {train.step.t_sampling}"
+            + (f" (mean {train.step.t_mean}, std {train.step.t_std})" if train.step.t_sampling == "logit_normal" else "")
+            + f", message gates start at {train.init.message_gate}, message vectors std {train.init.message_embed_std}",
             "optimiser": f"lr {train.optim.lr}, warm-up {train.optim.warmup_steps}, EMA {train.optim.ema_decay}",
             "evaluation": f"recon/align on {config.eval.num_images} val images, probes {config.eval.num_train} train / "
             f"{config.eval.num_test} test images, crop curves on {config.eval.curves.num_images} images; "

@@ -52,23 +52,14 @@ def friendly_errors(command: Callable) -> Callable:
 
 
 # ---------------------------------------------------------------------- shared helpers
-def pick_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} asked for, but no CUDA device is available")
-    return torch.device(device)
-
-
 def load_model(name: str, device: str = "cpu"):
     import torch
 
+    from .devices import resolve_device
     from .model.comit import COMiT
 
     torch.set_flush_denormal(True)
-    return COMiT.from_pretrained(name, device=pick_device(device))
+    return COMiT.from_pretrained(name, device=resolve_device(device))
 
 
 def parse_order(order: str):

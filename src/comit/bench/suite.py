@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import resolve_device
 from ..model.acceleration import compile_predictor
 from ..model.checkpoints import atomic_write
 from ..model.transformer import count_parameters
@@ -27,14 +28,6 @@ SECTION_FUNCTIONS: dict[str, Callable] = {
     "fast_paths": sections.fast_paths_section,
     "train": sections.train_section,
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for, but no CUDA device is available")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise ValueError(f"--device must be cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
 
 
 def describe_model(model) -> dict:

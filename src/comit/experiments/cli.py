@@ -61,7 +61,8 @@ def structure(
 
     from .config import load_experiment
     from .report import write_experiment_report
-    from .runner import resolve_device, run_experiment
+    from ..devices import resolve_device
+    from .runner import run_experiment
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)
@@ -71,7 +72,7 @@ def structure(
         torch.set_num_threads(threads)
     experiment = load_experiment(config, overrides or [], _numbers(seeds, "--seeds"), _names(arms))
     command = _command(out, overrides, config, seeds, arms, device, threads, quiet)
-    where = resolve_device(device)
+    where = str(resolve_device(device))
 
     def report(_unit=None) -> dict:
         return write_experiment_report(experiment, out, command, where, time.perf_counter() - started)

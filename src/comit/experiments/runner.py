@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
-
+from ..devices import resolve_device
 from ..model.checkpoints import atomic_write
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
@@ -289,12 +288,6 @@ def evaluate_unit(config: ExperimentConfig, unit: Unit, out: Path, model_dir: Pa
     return finished
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 # ---------------------------------------------------------------------- everything
 def run_experiment(config: ExperimentConfig, out: Path, command: list[str], device: str = "auto",
                    progress: bool = True, after_unit: Callable[[Unit], None] | None = None,
@@ -321,7 +314,7 @@ def run_experiment(config: ExperimentConfig, out: Path, command: list[str], devi
             record = train_unit(config, unit, out, progress)
             say(f"{where}: evaluate")
             evaluate_unit(config, unit, out, unit.run_dir(out) / record["model"],
-                          resolve_device(_device(config, unit, device)), command, progress)
+                          str(resolve_device(_device(config, unit, device))), command, progress)
         if after_unit is not None:
             after_unit(unit)
     return elsewhere

@@ -51,6 +51,8 @@ def arm_metrics(config: ExperimentConfig) -> list[Metric]:
     rows += [Metric("probe", key, f"{label} [global crop]", "majority") for key, label in PROBE_METRICS]
     for policy in policies:
         rows += [Metric(f"recon-{policy}", "psnr", f"PSNR dB [{policy}]"),
+                 Metric(f"recon-{policy}", "psnr_gain_over_other",
+                        f"PSNR gain over another image, dB (0: message ignored) [{policy}]"),
                  Metric(f"recon-{policy}", "ssim", f"SSIM [{policy}]"),
                  Metric(f"recon-{policy}", "rfid", f"rFID, {config.eval.fid_features} features [{policy}]",
                         higher_is_better=False),

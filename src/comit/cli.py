@@ -13,23 +13,17 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, DeviceOption, GlobalCropOption, ModelOption,
+                          OrderOption, SolverOption, StepsOption)
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="COMiT: tokenize images crop by crop into discrete messages, and paint them back.")
 
-DEFAULT_MODEL = "bundled"
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
-OrderOption = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
 NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default: 3; all for a list).")]
-GlobalCropOption = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
-StepsOption = Annotated[int, typer.Option("--steps", help="Decoding steps.")]
-CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance weight (0 or 1: no guidance pass).")]
-SolverOption = Annotated[str, typer.Option("--solver", help="euler | heun | midpoint.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
-BatchOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeError, KeyError)
 

@@ -23,7 +23,7 @@ from . import baseline
 from .counting import count_calls
 from .flops import transformer_call_flops
 from .peak import default_gemm_size, gemm_flops, gemm_operands, gflops
-from .setup import BenchSettings, Inputs, make_inputs
+from .setup import BenchSettings, Inputs
 from .timing import Timing, peak_memory_mb, reset_peak_memory, synchronize, time_interleaved
 
 NUM_STEPS = 10

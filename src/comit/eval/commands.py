@@ -16,23 +16,19 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..cli_options import (BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
+                           GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, OrderOption as OrderOpt,
+                           SolverOption as SolverOpt, StepsOption as StepsOpt)
+
 eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Measure reconstruction, probes, token-object alignment and crop-budget curves.")
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:key=value,...' or an image folder.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate (train | val; folders: a sub-folder).")]
 NumImagesOpt = Annotated[Optional[int], typer.Option("--num-images", "-n", help="Evaluate the first N images (default: all).")]
-OrderOpt = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
 NumCropsOpt = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default 3; a list: all of it).")]
-GlobalOpt = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
-StepsOpt = Annotated[int, typer.Option("--steps", help="Decoding steps.")]
-CfgOpt = Annotated[float, typer.Option("--cfg", help="Guidance weight (0 or 1: no guidance pass).")]
-SolverOpt = Annotated[str, typer.Option("--solver", help="euler | heun | midpoint.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (per image).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
 FidOpt = Annotated[str, typer.Option("--fid-features", help="inception | none | shapes-teacher[:DIR] | hf:HUB_ID | "
                                                          "python:package.module:name (see docs/evaluation.md).")]
 MasksOpt = Annotated[Optional[Path], typer.Option("--masks", help="Folder of ground-truth masks for --data FOLDER.")]

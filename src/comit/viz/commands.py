@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-DEFAULT_MODEL = "bundled"
+from ..cli_options import DEFAULT_MODEL, BatchOption, DeviceOption, GlobalCropOption, ModelOption, OrderOption
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -21,17 +22,12 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 # one two threads that wait for each other were 3-7x slower (8 s against 26-55 s on a shared 2-core CPU).
 DEMO_THREADS = 1
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder (PNGs and index.html).")]
-OrderOption = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
 NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default: all).")]
-GlobalCropOption = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
 StepsOption = Annotated[int, typer.Option("--steps", help="Decoding steps of the full reconstruction.")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance weight of the full reconstruction.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise and random orders.")]
 TopTokensOption = Annotated[int, typer.Option("--top-tokens", help="Tokens shown in the attention panels.")]
-BatchOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 
 
 def viz(images: Annotated[list[Path], typer.Argument(help="Image files.")], out: OutOption,

@@ -1,0 +1,20 @@
+"""Command-line options shared by the `comit` sub-commands (core, eval, viz), defined once.
+
+A module of its own, imported by each command module, so that none of them imports another's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+DEFAULT_MODEL = "bundled"
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
+OrderOption = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
+GlobalCropOption = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
+StepsOption = Annotated[int, typer.Option("--steps", help="Decoding steps.")]
+CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance weight (0 or 1: no guidance pass).")]
+SolverOption = Annotated[str, typer.Option("--solver", help="euler | heun | midpoint.")]
+BatchOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]

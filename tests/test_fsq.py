@@ -60,6 +60,18 @@ def test_straight_through_gradient():
     assert torch.allclose(z.grad, expected)
 
 
+def test_identity_straight_through_keeps_the_forward_and_a_gradient_for_saturated_values():
+    bounded, identity = FSQ(), FSQ(straight_through="identity")
+    z = torch.tensor([[0.1, -0.3, 8.0, -9.0, 0.0, 12.0]], requires_grad=True)
+    assert torch.equal(bounded(z), identity(z))
+    (grad_bounded,) = torch.autograd.grad(bounded(z).sum(), z)
+    (grad_identity,) = torch.autograd.grad(identity(z).sum(), z)
+    assert grad_bounded[0, 2:4].abs().max() < 1e-5, "the tanh bound is flat out there"
+    assert torch.allclose(grad_identity, (identity._half_width / identity._half_levels).expand_as(z))
+    with pytest.raises(ValueError, match="straight_through"):
+        FSQ(straight_through="linear")
+
+
 def test_drop_quantization_passes_continuous_values_in_training_only():
     fsq = FSQ(drop_quantization_p=1.0)
     z = torch.randn(3, 5, 6)

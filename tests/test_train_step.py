@@ -6,7 +6,7 @@ import torch
 from comit import COMiT
 from comit.model.crops import CropGrid
 from comit.train.config import StepConfig
-from comit.train.losses import flow_matching_loss, negative_cosine
+from comit.train.losses import flow_matching_loss, negative_cosine, saturation_penalty
 from comit.train.sequences import sample_sequences
 from comit.train.step import TrainingStep
 from comit.train.teachers import TeacherFeatures
@@ -77,17 +77,31 @@ def _step(config: StepConfig, teacher_dim=None) -> TrainingStep:
     return TrainingStep(model, config, teacher_dim=teacher_dim).train()
 
 
+def test_saturation_penalty_is_zero_inside_the_radius_and_quadratic_beyond():
+    raw = torch.tensor([[0.5, -1.9, 3.0, -4.0]])
+    assert float(saturation_penalty(raw, 2.0)) == pytest.approx((1.0 + 4.0) / 4)
+    assert float(saturation_penalty(raw.clamp(-2, 2), 2.0)) == 0.0
+
+
+def test_saturation_term_and_identity_straight_through_in_the_step():
+    step = _step(StepConfig(saturation_weight=0.3, fsq_straight_through="identity"))
+    assert step.model.quantizer.straight_through == "identity"
+    result = step(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert set(result.terms) == {"fm", "saturation"}
+    assert torch.allclose(result.loss, result.terms["fm"] + 0.3 * result.terms["saturation"])
+
+
 def test_only_the_last_update_carries_gradient(monkeypatch):
     step = _step(StepConfig(min_crops=3, max_crops=3, global_first_p=0.0, unconditional_p=0.0))
     model = step.model
     grad_modes = []
-    original = model.write_message
+    original = model.raw_message
 
     def spy(*args, **kwargs):
         grad_modes.append(torch.is_grad_enabled())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(model, "write_message", spy)
+    monkeypatch.setattr(model, "raw_message", spy)
     result = step(torch.rand(4, 3, 64, 64) * 2 - 1)
     assert grad_modes == [False, False, True]
     result.loss.backward()

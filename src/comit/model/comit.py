@@ -231,9 +231,12 @@ class COMiT(nn.Module):
 
     def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
         """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message)."""
+        return self.quantizer(self.raw_message(latents, messages, offset))
+
+    def raw_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """The new message before FSQ, in float32 (also under a bf16 autocast)."""
         t = torch.ones(latents.shape[0], device=latents.device)
-        raw = self.predictor(latents, t, messages, offset).message
-        return self.quantizer(raw.float())  # float32 codes, also under a bf16 autocast
+        return self.predictor(latents, t, messages, offset).message.float()
 
     def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
                          noise: torch.Tensor, latents: torch.Tensor | None = None) -> "ReconstructionError":

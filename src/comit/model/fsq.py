@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 PAPER_LEVELS = (8, 8, 8, 5, 5, 5)
+STRAIGHT_THROUGH = ("bounded", "identity")
 
 
 class FSQ(nn.Module):
@@ -26,10 +27,15 @@ class FSQ(nn.Module):
             (the bounded continuous value passes through), which eases early optimisation.
         corrupt_p: training only — fraction of tokens replaced by uniformly random codes, which
             makes the decoder robust to token errors.
+        straight_through: the gradient that the rounding passes back. ``bounded`` (the usual FSQ
+            one) is the derivative of the tanh bound, which vanishes once a raw value is far out;
+            ``identity`` passes the gradient of the bound's slope at 0 everywhere, so a saturated
+            code can still be pulled back (pair it with a penalty on |raw|, ``StepConfig``).
+            The forward value is the same either way.
     """
 
     def __init__(self, levels: Sequence[int] = PAPER_LEVELS, drop_quantization_p: float = 0.0,
-                 corrupt_p: float = 0.0):
+                 corrupt_p: float = 0.0, straight_through: str = "bounded"):
         super().__init__()
         levels = [int(level) for level in levels]
         if not levels or min(levels) < 2:
@@ -37,9 +43,12 @@ class FSQ(nn.Module):
         for name, p in (("drop_quantization_p", drop_quantization_p), ("corrupt_p", corrupt_p)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"FSQ {name} must lie in [0, 1], got {p}")
+        if straight_through not in STRAIGHT_THROUGH:
+            raise ValueError(f"FSQ straight_through must be one of {STRAIGHT_THROUGH}, got {straight_through!r}")
         self.levels = tuple(levels)
         self.drop_quantization_p = float(drop_quantization_p)
         self.corrupt_p = float(corrupt_p)
+        self.straight_through = straight_through
         lv = torch.tensor(levels, dtype=torch.float64)
         basis = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.int64), dim=0)
         half_width = (lv - 1) * (1 + 1e-3) / 2
@@ -66,19 +75,26 @@ class FSQ(nn.Module):
         """Squash to (-L/2, L/2) so that rounding yields exactly L integer levels."""
         return torch.tanh(z + self._shift) * self._half_width - self._offset
 
+    def _linear_bound(self, z: torch.Tensor) -> torch.Tensor:
+        """A straight line of the bound's slope near z = 0: the identity straight-through's carrier."""
+        return z * self._half_width
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Quantise raw message vectors [..., D] to codes in [-1, 1] (straight-through gradient)."""
         if z.shape[-1] != self.dim:
             raise ValueError(f"FSQ expects the last dimension to be {self.dim}, got shape {tuple(z.shape)}")
-        bounded = self.bound(z.float())
-        rounded = bounded + (torch.round(bounded) - bounded).detach()
+        dtype = z.dtype
+        z = z.float()
+        bounded = self.bound(z)
+        carrier = bounded if self.straight_through == "bounded" else self._linear_bound(z)
+        rounded = carrier + (torch.round(bounded) - carrier).detach()
         if self.training and self.drop_quantization_p > 0:
             keep_continuous = torch.rand(z.shape[0], *([1] * (z.dim() - 1)), device=z.device)
             rounded = torch.where(keep_continuous < self.drop_quantization_p, bounded, rounded)
         codes = rounded / self._half_levels
         if self.training and self.corrupt_p > 0:
             codes = self._corrupt(codes)
-        return codes.to(z.dtype)
+        return codes.to(dtype)
 
     def _corrupt(self, codes: torch.Tensor) -> torch.Tensor:
         replace = torch.rand(codes.shape[:-1], device=codes.device) < self.corrupt_p

@@ -77,6 +77,12 @@ class StepConfig(_Section):
     srepa_pooling: how the message states become one vector for SREPA: ``mean`` over tokens.
     drop_quantization_p, corrupt_p: FSQ training noise (see ``FSQ``); off by default because the
         paper does not mention them.
+    fsq_straight_through: the gradient FSQ's rounding passes back: ``bounded`` (the tanh's
+        derivative, standard FSQ, vanishes for saturated codes) or ``identity`` (the bound's slope
+        near 0 everywhere, so saturated codes still learn; see docs/training.md, "Message collapse").
+    saturation_weight, saturation_radius: weight of a penalty (|raw| - radius)^2 on the raw FSQ
+        values beyond ``radius`` (0: off, the paper has none). Beyond |raw| = 2 the tanh bound is
+        flat; the penalty pulls values back to where a step can still change a code.
     """
 
     min_crops: int = Field(1, ge=1)
@@ -94,6 +100,9 @@ class StepConfig(_Section):
     srepa_center: bool = True
     drop_quantization_p: float = Field(0.0, ge=0, le=1)
     corrupt_p: float = Field(0.0, ge=0, le=1)
+    fsq_straight_through: Literal["bounded", "identity"] = "bounded"
+    saturation_weight: float = Field(0.0, ge=0)
+    saturation_radius: float = Field(2.0, gt=0)
 
 
 class InitConfig(_Section):

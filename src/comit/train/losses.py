@@ -1,5 +1,6 @@
-"""The three training losses: flow matching on the full latent, REPA on patch states, SREPA on
-message states. Each takes plain tensors, so it can be read and tested on its own."""
+"""The training losses: flow matching on the full latent, REPA on patch states, SREPA on message
+states, and an optional penalty that keeps FSQ's raw values out of saturation. Each takes plain
+tensors, so it can be read and tested on its own."""
 
 from __future__ import annotations
 
@@ -28,3 +29,9 @@ def projector(in_features: int, hidden: int, out_features: int) -> nn.Sequential
     features up to this map, not equal them."""
     return nn.Sequential(nn.Linear(in_features, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
                          nn.Linear(hidden, out_features))
+
+
+def saturation_penalty(raw: torch.Tensor, radius: float) -> torch.Tensor:
+    """Mean of (|raw| - radius)^2 over the raw FSQ values beyond ``radius``: a restoring force
+    towards the range where rounding can still change a code (zero inside it)."""
+    return F.relu(raw.float().abs() - radius).pow(2).mean()

@@ -27,7 +27,7 @@ from torch import nn
 from ..model.autoencoders import encode
 from ..model.comit import COMiT
 from .config import StepConfig
-from .losses import flow_matching_loss, negative_cosine, projector
+from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
 from .sequences import CropSequences, crops_available, cut, sample_sequences
 from .teachers import TeacherFeatures, resample_patches
 
@@ -54,6 +54,7 @@ class TrainingStep(nn.Module):
         self.max_crops = config.max_crops or crops_available(model.crops.num_local, config.global_first_p)
         model.quantizer.drop_quantization_p = config.drop_quantization_p
         model.quantizer.corrupt_p = config.corrupt_p
+        model.quantizer.straight_through = config.fsq_straight_through
         if isinstance(model.vae, nn.Module):
             model.vae.requires_grad_(False)
         model.predictor.c_final_layer.requires_grad_(False)
@@ -82,8 +83,8 @@ class TrainingStep(nn.Module):
         with torch.no_grad():
             for step in range(crops.length - 1):
                 column = torch.full((batch,), step)
-                messages = self.observe(images, crops, column, messages, select=column < crops.last())
-        messages = self.observe(images, crops, crops.last(), messages)
+                messages, _ = self.observe(images, crops, column, messages, select=column < crops.last())
+        messages, raw = self.observe(images, crops, crops.last(), messages)
         last_location = crops.locations(crops.last(), model.config.image_size).to(images.device)
 
         # 3. Guidance training: some messages become m0 (mixed in, so the graph stays whole).
@@ -97,6 +98,8 @@ class TrainingStep(nn.Module):
         xt = tt * x1 + (1 - tt) * noise
         out = model.predictor(xt, t, messages, -last_location, with_queries=False)
         terms = {"fm": flow_matching_loss(out.velocity, x1, noise)}
+        if cfg.saturation_weight > 0:
+            terms["saturation"] = saturation_penalty(raw, cfg.saturation_radius)
 
         # 5. Alignment to the frozen teacher.
         if teacher is not None and self.repa is not None:
@@ -110,13 +113,15 @@ class TrainingStep(nn.Module):
                 # constant message can match that part. Centred, only what sets an image apart counts.
                 target = target - target.mean(dim=0, keepdim=True)
             terms["srepa"] = negative_cosine(self.srepa(pooled), target, weights=conditional.float())
-        weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight}
+        weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight,
+                   "saturation": cfg.saturation_weight}
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)
 
     def observe(self, images: torch.Tensor, crops: CropSequences, column: torch.Tensor, messages: torch.Tensor,
-                select: torch.Tensor | None = None) -> torch.Tensor:
-        """Update the message of each selected image with its crop number ``column[b]``.
+                select: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update the message of each selected image with its crop number ``column[b]``; returns
+        the new messages and the raw (pre-FSQ) values written (zeros where not selected).
 
         Crops of different sizes (the global crop and local ones) go through the transformer as
         separate batches, because their latents differ in size.
@@ -126,14 +131,16 @@ class TrainingStep(nn.Module):
         top, left, size = crops.top[column, rows], crops.left[column, rows], crops.size[column, rows]
         offset = self.offsets(crops, column).to(images.device)
         updated = messages.clone()
+        raw = torch.zeros_like(messages)
         for crop_size in size[select].unique().tolist():
             group = select & (size == crop_size)
             pixels = cut(images[group.to(images.device)], top[group], left[group], crop_size)
             with torch.no_grad():
                 latents = encode(self.model.vae, pixels)
             on_device = group.to(images.device)
-            updated[on_device] = self.model.write_message(latents, messages[on_device], offset[on_device])
-        return updated
+            raw[on_device] = self.model.raw_message(latents, messages[on_device], offset[on_device])
+            updated[on_device] = self.model.quantizer(raw[on_device])
+        return updated, raw
 
     def offsets(self, crops: CropSequences, column: torch.Tensor) -> torch.Tensor:
         """a_k = loc_k - loc_{k-1}, zero for each image's first crop."""

@@ -138,6 +138,33 @@ def test_alignment_terms_with_a_teacher():
     assert step.repa[0].weight.grad.abs().sum() > 0 and step.srepa[0].weight.grad.abs().sum() > 0
 
 
+def test_srepa_on_codes_reaches_only_the_written_message(monkeypatch):
+    """With srepa_source=codes the projector reads the FSQ codes of the last update (all tokens),
+    not the decoder's states, and guidance dropout does not hide them."""
+    step = _step(StepConfig(srepa_source="codes", unconditional_p=1.0), teacher_dim=12)
+    model = step.model
+    assert step.srepa[0].in_features == model.config.num_msg_tokens * model.quantizer.dim
+    written, seen = [], []
+    observe, project = step.observe, step.srepa.forward
+
+    def spy_observe(*args, **kwargs):
+        messages, raw = observe(*args, **kwargs)
+        written.append(messages)
+        return messages, raw
+
+    def spy_project(student):
+        seen.append(student)
+        return project(student)
+
+    monkeypatch.setattr(step, "observe", spy_observe)
+    monkeypatch.setattr(step.srepa, "forward", spy_project)
+    teacher = TeacherFeatures(patches=torch.randn(2, 64, 12), global_=torch.randn(2, 12))
+    result = step(torch.rand(2, 3, 64, 64) * 2 - 1, teacher)
+    assert torch.equal(seen[0], written[-1].flatten(1))
+    assert not torch.equal(seen[0], model.empty_message(2).flatten(1))
+    assert float(result.terms["srepa"].detach()) != 0.0
+
+
 def test_without_teacher_only_flow_matching():
     result = _step(StepConfig())(torch.rand(2, 3, 64, 64) * 2 - 1)
     assert set(result.terms) == {"fm"}

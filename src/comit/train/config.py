@@ -75,6 +75,11 @@ class StepConfig(_Section):
     repa_weight, srepa_weight: weights of the two alignment losses (REPA's 0.5 for each).
     projector_hidden: width of the 3-layer MLP projectors (REPA uses 2048; None: 4 x hidden).
     srepa_pooling: how the message states become one vector for SREPA: ``mean`` over tokens.
+    srepa_source: what SREPA aligns: ``states``, the decoder's message states at the tap (our
+        reading of the paper), or ``codes``, the written FSQ codes of all tokens, flattened. The
+        decoder's message states also see the noisy image, so at low noise they can match the
+        teacher without the message carrying anything; the codes can only match it if the encoder
+        writes what the image is (docs/training.md, "Message collapse").
     drop_quantization_p, corrupt_p: FSQ training noise (see ``FSQ``); off by default because the
         paper does not mention them.
     fsq_straight_through: the gradient FSQ's rounding passes back: ``bounded`` (the tanh's
@@ -98,6 +103,7 @@ class StepConfig(_Section):
     projector_hidden: int | None = Field(None, gt=0)
     srepa_pooling: Literal["mean"] = "mean"
     srepa_center: bool = True
+    srepa_source: Literal["states", "codes"] = "states"
     drop_quantization_p: float = Field(0.0, ge=0, le=1)
     corrupt_p: float = Field(0.0, ge=0, le=1)
     fsq_straight_through: Literal["bounded", "identity"] = "bounded"

@@ -62,7 +62,8 @@ class TrainingStep(nn.Module):
         width = config.projector_hidden or 4 * hidden
         aligned = teacher_dim is not None
         self.repa = projector(hidden, width, teacher_dim) if aligned and config.repa_weight > 0 else None
-        self.srepa = projector(hidden, width, teacher_dim) if aligned and config.srepa_weight > 0 else None
+        srepa_in = hidden if config.srepa_source == "states" else model.config.num_msg_tokens * model.quantizer.dim
+        self.srepa = projector(srepa_in, width, teacher_dim) if aligned and config.srepa_weight > 0 else None
 
     def train(self, mode: bool = True) -> "TrainingStep":
         super().train(mode)
@@ -85,6 +86,7 @@ class TrainingStep(nn.Module):
                 column = torch.full((batch,), step)
                 messages, _ = self.observe(images, crops, column, messages, select=column < crops.last())
         messages, raw = self.observe(images, crops, crops.last(), messages)
+        written = messages
         last_location = crops.locations(crops.last(), model.config.image_size).to(images.device)
 
         # 3. Guidance training: some messages become m0 (mixed in, so the graph stays whole).
@@ -106,13 +108,16 @@ class TrainingStep(nn.Module):
             target = resample_patches(teacher.patches, model.predictor.grid_size)
             terms["repa"] = negative_cosine(self.repa(out.patch_states), target)
         if teacher is not None and self.srepa is not None:
-            pooled = out.message_states.mean(dim=1)
             target = teacher.global_
             if cfg.srepa_center and batch > 1:
                 # A teacher's global features share a large common part (DINOv2's CLS does too); a
                 # constant message can match that part. Centred, only what sets an image apart counts.
                 target = target - target.mean(dim=0, keepdim=True)
-            terms["srepa"] = negative_cosine(self.srepa(pooled), target, weights=conditional.float())
+            if cfg.srepa_source == "states":
+                student, weights = out.message_states.mean(dim=1), conditional.float()
+            else:  # the written codes themselves: only the encoder can make them match
+                student, weights = written.flatten(1), None
+            terms["srepa"] = negative_cosine(self.srepa(student), target, weights=weights)
         weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight,
                    "saturation": cfg.saturation_weight}
         loss = sum(weights[name] * value for name, value in terms.items())

@@ -143,8 +143,9 @@ class TrainingStep(nn.Module):
             with torch.no_grad():
                 latents = encode(self.model.vae, pixels)
             on_device = group.to(images.device)
-            raw[on_device] = self.model.raw_message(latents, messages[on_device], offset[on_device])
-            updated[on_device] = self.model.quantizer(raw[on_device])
+            written = self.model.raw_message(latents, messages[on_device], offset[on_device])
+            raw[on_device] = written
+            updated[on_device] = self.model.quantizer(written)
         return updated, raw
 
     def offsets(self, crops: CropSequences, column: torch.Tensor) -> torch.Tensor:

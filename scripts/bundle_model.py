@@ -20,7 +20,8 @@ import torch
 
 from comit import COMiT
 from comit.bench.machine import cpu_model
-from comit.model.checkpoints import BUNDLED_DIR, atomic_write
+from comit.atomic import atomic_write
+from comit.model.checkpoints import BUNDLED_DIR
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .model.checkpoints import atomic_write
+from .atomic import atomic_write
 from .model.comit import COMiT, Tokens
 
 TENSORS = ("ids", "messages", "offsets", "crop_order", "num_crops")

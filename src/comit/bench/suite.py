@@ -12,7 +12,7 @@ import torch
 
 from ..devices import resolve_device
 from ..model.acceleration import compile_predictor
-from ..model.checkpoints import atomic_write
+from ..atomic import atomic_write
 from ..model.transformer import count_parameters
 from . import sections
 from .machine import describe, load_average

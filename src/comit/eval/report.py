@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..model.checkpoints import atomic_write
+from ..atomic import atomic_write
 
 
 def provenance(device: torch.device | str, seconds: float, command: Sequence[str] | None = None) -> dict:

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from ..devices import resolve_device
-from ..model.checkpoints import atomic_write
+from ..atomic import atomic_write
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
 from .config import ExperimentConfig

@@ -41,6 +41,36 @@ def test_cut_takes_the_right_pixels():
     assert torch.equal(crops[1], images[1, :, 0:24, 0:24])
 
 
+def _cut_image_by_image(grid, images, indices, global_crop):
+    """The per-image loop CropGrid.cut replaced: the reference its single gather must equal."""
+    boxes = [grid.box(index, global_crop) for index in indices.tolist()]
+    return torch.stack([image[:, b.top:b.top + b.size, b.left:b.left + b.size] for image, b in zip(images, boxes)])
+
+
+@pytest.mark.parametrize("global_crop", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cut_equals_the_per_image_loop(global_crop, channels_last):
+    grid = CropGrid(64, 24, 3)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(16, 3, 64, 64, generator=generator)
+    if channels_last:
+        images = images.to(memory_format=torch.channels_last)
+    first_local = int(global_crop)
+    indices = torch.randint(first_local, grid.num_indices(global_crop), (16,), generator=generator)
+    crops = grid.cut(images, indices, global_crop)
+    assert torch.equal(crops, _cut_image_by_image(grid, images, indices, global_crop))
+    assert crops.is_contiguous()
+    if global_crop:
+        whole = grid.cut(images, torch.zeros(16, dtype=torch.long), global_crop)
+        assert torch.equal(whole, images)
+
+
+def test_cut_refuses_crops_of_different_sizes():
+    grid = CropGrid(64, 24, 3)
+    with pytest.raises(ValueError, match="share a size"):
+        grid.cut(torch.zeros(2, 3, 64, 64), torch.tensor([0, 1]), global_crop=True)
+
+
 def test_window_errors_are_window_means():
     grid = CropGrid(64, 24, 3)
     error = torch.rand(2, 1, 64, 64)

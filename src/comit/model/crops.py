@@ -62,6 +62,11 @@ class CropGrid:
         half = self.image_size / 2
         return ((box.left + box.size / 2) / half - 1.0, (box.top + box.size / 2) / half - 1.0)
 
+    def box_table(self, global_crop: bool) -> torch.Tensor:
+        """[num_indices, 3] (top, left, size) of every crop index."""
+        boxes = [self.box(i, global_crop) for i in range(self.num_indices(global_crop))]
+        return torch.tensor([[box.top, box.left, box.size] for box in boxes], dtype=torch.long)
+
     def locations(self, indices: torch.Tensor, global_crop: bool) -> torch.Tensor:
         """Crop indices [B] -> locations [B, 2] (x, y)."""
         table = torch.tensor([self.location(self.box(i, global_crop)) for i in range(self.num_indices(global_crop))],
@@ -74,12 +79,13 @@ class CropGrid:
         return indices == 0
 
     def cut(self, images: torch.Tensor, indices: torch.Tensor, global_crop: bool) -> torch.Tensor:
-        """Pixel crops [B, C, c, c] of local crop indices [B] (one per image)."""
-        crops = []
-        for image, index in zip(images, indices.tolist()):
-            box = self.box(index, global_crop)
-            crops.append(image[:, box.top:box.top + box.size, box.left:box.left + box.size])
-        return torch.stack(crops)
+        """Pixel crops [B, C, c, c] of crop indices [B] (one per image, all of one size)."""
+        top, left, size = self.box_table(global_crop).to(indices.device)[indices].unbind(dim=1)
+        sizes = size.unique().tolist()
+        if len(sizes) != 1:
+            raise ValueError(f"crops of one call must share a size (the global crop and local crops differ), "
+                             f"got sizes {sizes}")
+        return cut_boxes(images, top, left, sizes[0])
 
     def window_errors(self, error_map: torch.Tensor) -> torch.Tensor:
         """Mean of a per-pixel error map [B, 1, S, S] over each local crop's window -> [B, g²]."""
@@ -156,6 +162,17 @@ class CropGrid:
         if len(set(indices)) != len(indices):
             raise ValueError(f"crop order {list(indices)} visits a crop twice; each crop may appear once")
         return list(indices)
+
+
+def cut_boxes(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel crops [B, C, size, size] at per-image (top, left) [B], in one gather.
+
+    ``unfold`` views every size x size window without copying; indexing it copies only the chosen
+    one per image. Contiguous like the per-image stack it replaces, whatever the input's layout.
+    """
+    windows = images.unfold(2, size, 1).unfold(3, size, 1)  # [B, C, H - size + 1, W - size + 1, size, size]
+    rows = torch.arange(images.shape[0], device=images.device)
+    return windows[rows, :, top.to(images.device), left.to(images.device)].contiguous()
 
 
 def step_offsets(locations: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:

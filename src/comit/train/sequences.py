@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.crops import CropGrid
+from ..model.crops import CropGrid, cut_boxes
 
 
 @dataclass
@@ -63,30 +63,33 @@ def sample_sequences(batch: int, grid: CropGrid, min_crops: int, max_crops: int,
     # Without a global crop there are at most g² local crops to draw from.
     count = torch.where(global_first, count, count.clamp(max=grid.num_local))
     length = int(count.max())
-    top = torch.zeros(length, batch, dtype=torch.long)
-    left = torch.zeros_like(top)
-    size = torch.full_like(top, grid.crop_size)
-    for b in range(batch):
-        first = int(global_first[b])
-        locals_needed = int(count[b]) - first
-        if first:
-            size[0, b] = grid.image_size
-        boxes = _local_boxes(grid, locals_needed, positions)
-        top[first:first + locals_needed, b] = boxes[:, 0]
-        left[first:first + locals_needed, b] = boxes[:, 1]
+    # Each image's sequence reads its rows from [global box, local boxes...]: images that start with
+    # the global crop read from row 0, the others from row 1. Rows past an image's count are padding.
+    locals_drawn = min(length, grid.num_local)
+    candidates = torch.cat([_global_boxes(grid, batch), _local_boxes(grid, batch, locals_drawn, positions)])
+    row = (torch.arange(length)[:, None] + 1 - global_first.long()[None]).clamp(max=locals_drawn)
+    top, left, size = candidates.gather(0, row[..., None].expand(-1, -1, 3)).unbind(dim=2)
     return CropSequences(top=top, left=left, size=size, count=count)
 
 
-def _local_boxes(grid: CropGrid, count: int, positions: str) -> torch.Tensor:
-    """[count, 2] (top, left) of local crops: distinct grid cells, or uniform pixel positions."""
+def _global_boxes(grid: CropGrid, batch: int) -> torch.Tensor:
+    """[1, B, 3] (top, left, size) of the whole image."""
+    return torch.tensor([0, 0, grid.image_size]).expand(1, batch, 3)
+
+
+def _local_boxes(grid: CropGrid, batch: int, count: int, positions: str) -> torch.Tensor:
+    """[count, B, 3] (top, left, size) of local crops: distinct grid cells per image, or uniform pixel positions."""
     if positions == "grid":
-        cells = torch.randperm(grid.num_local)[:count]
-        return torch.stack([(cells // grid.grid_size) * grid.stride, (cells % grid.grid_size) * grid.stride], dim=1)
-    if positions == "random":
-        return torch.randint(0, grid.image_size - grid.crop_size + 1, (count, 2))
-    raise ValueError(f"crop positions must be 'grid' or 'random', got {positions!r}")
+        # argsort of uniform noise is a random permutation per row: distinct cells for each image.
+        cells = torch.rand(batch, grid.num_local).argsort(dim=1)[:, :count].T
+        top, left = (cells // grid.grid_size) * grid.stride, (cells % grid.grid_size) * grid.stride
+    elif positions == "random":
+        top, left = torch.randint(0, grid.image_size - grid.crop_size + 1, (2, count, batch)).unbind(dim=0)
+    else:
+        raise ValueError(f"crop positions must be 'grid' or 'random', got {positions!r}")
+    return torch.stack([top, left, torch.full_like(top, grid.crop_size)], dim=2)
 
 
 def cut(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
     """Pixel crops [B, C, size, size] at per-image (top, left)."""
-    return torch.stack([image[:, t:t + size, l:l + size] for image, t, l in zip(images, top.tolist(), left.tolist())])
+    return cut_boxes(images, top, left, size)

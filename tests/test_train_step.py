@@ -5,6 +5,7 @@ import torch
 
 from comit import COMiT
 from comit.model.crops import CropGrid
+from comit.model.transformer import velocity_from_data
 from comit.train.config import StepConfig
 from comit.train.losses import flow_matching_loss, negative_cosine, saturation_penalty
 from comit.train.sequences import cut, sample_sequences
@@ -69,6 +70,18 @@ def test_flow_matching_loss_is_zero_on_the_true_velocity():
     x1, noise = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
     assert float(flow_matching_loss(x1 - noise, x1, noise)) == 0.0
     assert float(flow_matching_loss(torch.zeros_like(x1), x1, noise)) == pytest.approx(float((x1 - noise).pow(2).mean()))
+
+
+def test_data_prediction_scores_zero_on_the_clean_image_also_near_t_1():
+    """prediction="data": the perfect guess x1, turned into a velocity as the model does (1 - t
+    clamped at 0.05), scores 0 at every t. Against x1 - noise it would not for t > 0.95: at t = 0.97
+    the guess's velocity is (1 - t) / 0.05 = 0.6 times x1 - noise, a loss of 0.16 E[(x1 - noise)²]."""
+    torch.manual_seed(0)
+    x1, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0.5, 0.96, 0.97, 0.999])
+    tt = t.view(-1, 1, 1, 1)
+    perfect = velocity_from_data(x1, tt * x1 + (1 - tt) * noise, t)
+    assert float(flow_matching_loss(perfect, x1, noise, t, "data")) == 0.0
 
 
 def test_negative_cosine_bounds_and_weights():

@@ -84,6 +84,20 @@ def test_data_prediction_scores_zero_on_the_clean_image_also_near_t_1():
     assert float(flow_matching_loss(perfect, x1, noise, t, "data")) == 0.0
 
 
+def test_crop_count_is_uniform_for_each_kind_of_sequence(grid):
+    """K in 1..10 on a 3x3 grid: without the global crop K is uniform over 1..9 (P = 1/9 = 0.111
+    each, ± 0.02 over ~10,000 sequences; clamping a draw of 1..10 gave P(K = 9) = 0.2), with it
+    uniform over 1..10 (P = 0.1 each)."""
+    torch.manual_seed(0)
+    crops = sample_sequences(20_000, grid, min_crops=1, max_crops=10, global_first_p=0.5)
+    global_first = crops.size[0] == 64
+    for kind, highest in ((~global_first, 9), (global_first, 10)):
+        counts = crops.count[kind]
+        frequencies = torch.bincount(counts, minlength=highest + 1)[1:].float() / counts.numel()
+        assert int(counts.max()) == highest
+        assert torch.allclose(frequencies, torch.full_like(frequencies, 1 / highest), atol=0.02), frequencies
+
+
 def test_negative_cosine_bounds_and_weights():
     a = torch.randn(4, 5, 8)
     assert float(negative_cosine(a, a)) == pytest.approx(-1.0)

@@ -166,6 +166,17 @@ def test_dit_initialisation():
     assert not model.pos_embed.requires_grad
 
 
+def test_message_and_query_vectors_start_at_the_released_scale():
+    """r_pos_embed, r_to_token and r_to_pos_embed start at std 1 (the released code's; at 0.02 the
+    query positions barely differ); the offset's position vector keeps 0.02."""
+    torch.manual_seed(0)
+    model = Transformer(hidden_size=256, depth=1, num_heads=4, num_msg_tokens=16, max_input_size=8, in_channels=3,
+                        representation_layer=0)
+    for param in (model.r_pos_embed, model.r_to_token, model.r_to_pos_embed):
+        assert 0.85 < float(param.detach().std()) < 1.15
+    assert 0.015 < float(model.c_pos_embed.detach().std()) < 0.025
+
+
 def test_unpatchify_order():
     """Output feature (a * p + b) * C + c is row a, column b inside the patch, channel c."""
     model = small()

@@ -53,6 +53,15 @@ def test_bad_values_fail_before_any_work(tmp_path, override, message):
     assert not out.exists(), "nothing is written before the config is valid"
 
 
+def test_min_crops_beyond_the_local_crops_needs_the_global_crop_first():
+    """min_crops 10 on a 3x3 grid: a sequence without the global crop has only 9 local crops, so it
+    is refused unless global_first_p = 1."""
+    with pytest.raises(ConfigError, match="step.min_crops 10 exceeds the 9 local crops") as refused:
+        load_config("tiny", ["min_crops=10", "global_first_p=0.5"])
+    assert "\n" not in str(refused.value), "one line"
+    assert load_config("tiny", ["min_crops=10", "global_first_p=1"]).step.min_crops == 10
+
+
 def test_unknown_config_name_lists_shipped():
     with pytest.raises(ConfigError, match="shipped: .*tiny"):
         load_config("no-such-config")

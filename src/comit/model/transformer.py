@@ -31,6 +31,7 @@ from torch import nn
 AttentionMode = Literal["hard", "released"]
 ATTENTION_MODES = ("hard", "released")
 LN_EPS = 1e-6
+MESSAGE_EMBED_STD = 1.0  # init of the learned message / query vectors (the released code's)
 TIMESTEP_DIM = 256
 
 
@@ -290,8 +291,11 @@ class Transformer(nn.Module):
         for mlp in (self.t_embedder.mlp,):
             nn.init.normal_(mlp[0].weight, std=0.02)
             nn.init.normal_(mlp[2].weight, std=0.02)
-        for param in (self.r_pos_embed, self.c_pos_embed, self.r_to_token, self.r_to_pos_embed):
-            nn.init.normal_(param, std=0.02)
+        nn.init.normal_(self.c_pos_embed, std=0.02)
+        # The released code starts the message and query vectors at std 1: at 0.02 the query
+        # positions barely differ, so at first every query writes nearly the same code.
+        for param in (self.r_pos_embed, self.r_to_token, self.r_to_pos_embed):
+            nn.init.normal_(param, std=MESSAGE_EMBED_STD)
         with torch.no_grad():
             self.pos_embed.copy_(sincos_pos_embed_2d(self.hidden_size, self.grid_size)[None])
         for block in self.blocks:

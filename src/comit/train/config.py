@@ -121,16 +121,21 @@ class InitConfig(_Section):
         collapse that small runs show, docs/training.md). 1 lets the queries read the crop from
         the first step. The image stream keeps DiT's zero gates.
     message_embed_std: std of the learned message positions, query token and query positions
-        (0.02, as ViT's learned embeddings). At 0.02 the query positions barely differ from one
-        another after the first updates; 1.0 keeps the tokens distinct from the start.
+        (1.0, as the released code; 0.02, ViT's choice, was our default before 2026-12-01: then the
+        query positions barely differ from one another and every query writes nearly the same code).
     """
 
     message_gate: float = 0.0
-    message_embed_std: float = Field(0.02, gt=0)
+    message_embed_std: float = Field(1.0, gt=0)
 
 
 class OptimConfig(_Section):
-    """AdamW with linear warm-up then inverse-square-root decay (paper: Adam, lr 3e-4, EMA 0.999).
+    """AdamW with linear warm-up then a decay (paper: Adam, lr 3e-4, inverse-square-root decay, EMA 0.999).
+
+    schedule: after the warm-up, ``inverse_sqrt`` (the paper's: lr * sqrt(warmup / step)),
+        ``constant``, or ``cosine`` (to 0 at ``loop.max_steps``). Inverse-sqrt suits runs of
+        hundreds of thousands of steps; a short run barely moves under it: at lr 5e-4 with a
+        200-step warm-up, the learning rates of 2,500 steps sum to 0.56 (constant: 1.25).
 
     batch_size: the GLOBAL batch per optimiser step, over all processes and accumulation steps;
         each process takes ``batch_size / (world_size * grad_accum)`` images per micro-step. The
@@ -142,6 +147,7 @@ class OptimConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(1000, ge=0)
+    schedule: Literal["inverse_sqrt", "constant", "cosine"] = "inverse_sqrt"
     batch_size: int = Field(32, ge=1)
     grad_accum: int = Field(1, ge=1)
     grad_clip: float | None = Field(1.0, gt=0)
@@ -151,7 +157,11 @@ class OptimConfig(_Section):
 class LoopConfig(_Section):
     """How long to train and what to write.
 
-    precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``.
+    precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16`` (also on CPUs:
+        worth it only where they have bf16 matrix units, e.g. AMX; measure with ``comit bench``).
+    eval_every: every so many steps, score the EMA model on ``eval_images`` held-out images
+        (``validation.py``: 10-step and one-step PSNR, gain over another image) into ``val.jsonl``
+        (0: never).
     keep_last: checkpoints kept on disk (older ones are deleted once a newer one is complete).
     sample_every: write a grid of reconstructions of fixed val images (0: never).
     """
@@ -162,6 +172,8 @@ class LoopConfig(_Section):
     keep_last: int = Field(2, ge=1)
     sample_every: int = Field(0, ge=0)
     sample_images: int = Field(8, ge=1)
+    eval_every: int = Field(0, ge=0)
+    eval_images: int = Field(64, ge=2)
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -187,6 +199,9 @@ class TrainConfig(_Section):
         if self.step.max_crops is not None and self.step.max_crops > available:
             raise ValueError(f"step.max_crops {self.step.max_crops} exceeds the {available} crops of the "
                              f"{self.model.grid_size}x{self.model.grid_size} grid plus the global crop")
+        if self.step.global_first_p < 1 and self.step.min_crops > self.model.grid_size ** 2:
+            raise ValueError(f"step.min_crops {self.step.min_crops} exceeds the {self.model.grid_size ** 2} local crops "
+                             "of a sequence without the global crop; set step.global_first_p=1 or lower min_crops")
         if self.step.min_crops > self.max_crops():
             raise ValueError(f"step.min_crops {self.step.min_crops} exceeds max_crops {self.max_crops()}")
         if self.model.attention != "hard":

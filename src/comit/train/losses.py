@@ -8,10 +8,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.transformer import velocity_from_data
 
-def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Mean squared error to the straight path's velocity: x_t = t x1 + (1 - t) noise moves at x1 - noise."""
-    return F.mse_loss(velocity.float(), (x1 - noise).float())
+
+def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None,
+                       prediction: str = "velocity") -> torch.Tensor:
+    """Mean squared error to the straight path's velocity: x_t = t x1 + (1 - t) noise moves at x1 - noise.
+
+    A data-predicting head turns its clean-image guess into a velocity with 1 - t clamped
+    (``velocity_from_data``); the target is turned the same way, so that a perfect guess scores 0
+    at every t (with x1 - noise as target, for t > 1 - MIN_REMAINING_TIME the optimum is not x1).
+    """
+    if prediction == "data":
+        tt = t.view(-1, *([1] * (x1.dim() - 1)))
+        target = velocity_from_data(x1, tt * x1 + (1 - tt) * noise, t)
+    else:
+        target = x1 - noise
+    return F.mse_loss(velocity.float(), target.float())
 
 
 def negative_cosine(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

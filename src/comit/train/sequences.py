@@ -58,10 +58,15 @@ def sample_sequences(batch: int, grid: CropGrid, min_crops: int, max_crops: int,
     K - 1 are local. ``max_crops`` counts the global crop, so a grid of g x g allows up to g²
     local crops (plus the global one).
     """
-    count = torch.randint(min_crops, max_crops + 1, (batch,))
     global_first = torch.rand(batch) < global_first_p
-    # Without a global crop there are at most g² local crops to draw from.
-    count = torch.where(global_first, count, count.clamp(max=grid.num_local))
+    # Without a global crop there are at most g² local crops to draw from: K is uniform over the
+    # range each kind of sequence allows (clamping one shared draw would pile the excess on K = g²).
+    local_max = min(max_crops, grid.num_local)
+    if min_crops > local_max and not bool(global_first.all()):
+        raise ValueError(f"min_crops {min_crops} exceeds the {grid.num_local} local crops of a sequence "
+                         "without the global crop")
+    highest = torch.where(global_first, max_crops, local_max)
+    count = min_crops + (torch.rand(batch) * (highest - min_crops + 1)).long().clamp(max=highest - min_crops)
     length = int(count.max())
     # Each image's sequence reads its rows from [global box, local boxes...]: images that start with
     # the global crop read from row 0, the others from row 1. Rows past an image's count are padding.

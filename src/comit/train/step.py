@@ -99,7 +99,7 @@ class TrainingStep(nn.Module):
         tt = t.view(-1, 1, 1, 1)
         xt = tt * x1 + (1 - tt) * noise
         out = model.predictor(xt, t, messages, -last_location, with_queries=False)
-        terms = {"fm": flow_matching_loss(out.velocity, x1, noise)}
+        terms = {"fm": flow_matching_loss(out.velocity, x1, noise, t, model.config.prediction)}
         if cfg.saturation_weight > 0:
             terms["saturation"] = saturation_penalty(raw, cfg.saturation_radius)
 

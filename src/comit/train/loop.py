@@ -28,17 +28,20 @@ from torch import nn
 
 from ..data import build_dataset, save_image
 from ..model.autoencoders import SDVAE
-from ..model.checkpoints import atomic_write
+from ..atomic import atomic_write
 from ..model.comit import COMiT
+from ..model.conv_autoencoder import ConvAutoencoder
 from .batches import StepBatches, step_loader
 from .checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, dump_config, load_config
 from .initialization import initialize_message_stream
 from .step import TrainingStep
 from .teachers import build_teacher
+from .validation import validate
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+VAL_FILE = "val.jsonl"
 
 
 @dataclass
@@ -81,10 +84,16 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 8_191 + rank * 131) % (2 ** 63)
 
 
-def learning_rate(step: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` steps, then peak * sqrt(warmup / step)."""
+def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", total: int = 1) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then ``schedule``: ``inverse_sqrt``
+    (peak * sqrt(warmup / step), the paper's), ``constant``, or ``cosine`` (to 0 at ``total``)."""
     if warmup and step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * peak * (1 + math.cos(math.pi * progress))
     return peak * math.sqrt(max(warmup, 1) / max(step + 1, 1))
 
 
@@ -94,11 +103,17 @@ def ema_decay(step: int, decay: float) -> float:
 
 
 def build_model(config: TrainConfig) -> COMiT:
-    """A fresh model; the SD-VAE gets its pretrained weights from the hub (or the local cache)."""
+    """A fresh model; the SD-VAE gets its pretrained weights from the hub (or the local cache), the
+    conv autoencoder from ``model.autoencoder.path``."""
     autoencoder = None
     if config.model.autoencoder.kind == "sd-vae":
         autoencoder = SDVAE.from_hub(config.model.autoencoder.model_type, hub_id=config.model.autoencoder.hub_id,
                                      sample_posterior=config.model.autoencoder.sample_posterior)
+    elif config.model.autoencoder.kind == "conv":
+        autoencoder = ConvAutoencoder.from_pretrained(config.model.autoencoder.path)
+        if autoencoder.config != config.model.autoencoder.conv:
+            raise ConfigError(f"model.autoencoder.conv does not describe the autoencoder in "
+                              f"{config.model.autoencoder.path}; drop model.autoencoder.conv to read it from there")
     elif config.model.autoencoder.kind == "custom":
         raise ConfigError("model.autoencoder.kind=custom cannot be trained from a config; use pixel or sd-vae")
     model = COMiT(config.model, autoencoder=autoencoder)
@@ -133,6 +148,7 @@ class Trainer:
             self.forward = nn.parallel.DistributedDataParallel(self.step_module, device_ids=device_ids)
         self.start_step = self.restore() if resume else 0
         self.autocast = self.precision() == "bf16"
+        self.val_images: torch.Tensor | None = None
 
     # -------------------------------------------------------------- state
     def restore(self) -> int:
@@ -158,8 +174,6 @@ class Trainer:
         wanted = self.config.loop.precision
         if wanted == "auto":
             return "bf16" if self.process.device.type == "cuda" else "fp32"
-        if wanted == "bf16" and self.process.device.type != "cuda":
-            raise ConfigError("loop.precision=bf16 is for GPUs (bf16 on CPU is many times slower); use fp32 or auto")
         return wanted
 
     # -------------------------------------------------------------- the loop
@@ -181,7 +195,7 @@ class Trainer:
             if (step + 1) % cfg.loop.log_every == 0 or step + 1 == cfg.loop.max_steps:
                 terms = self.average_over_processes(terms)
                 speed = window_images / max(time.perf_counter() - window_start, 1e-9)
-                record = {"step": step + 1, **terms, "lr": learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps),
+                record = {"step": step + 1, **terms, "lr": self.lr(step),
                           "grad_norm": grad_norm, "images_per_s": round(speed, 2)}
                 if logger:
                     logger.write(record)
@@ -194,6 +208,8 @@ class Trainer:
                 self.checkpoint(step + 1)
             if cfg.loop.sample_every and (step + 1) % cfg.loop.sample_every == 0 and self.process.is_main:
                 self.write_samples(step + 1)
+            if cfg.loop.eval_every and (step + 1) % cfg.loop.eval_every == 0 and self.process.is_main:
+                self.write_validation(step + 1, bar)
         if bar:
             bar.close()
         if logger:
@@ -205,7 +221,7 @@ class Trainer:
         """One optimiser step over ``grad_accum`` micro-batches; returns this process's loss terms."""
         cfg = self.config
         torch.manual_seed(step_seed(cfg.loop.seed, step, self.process.rank))
-        lr = learning_rate(step, cfg.optim.lr, cfg.optim.warmup_steps)
+        lr = self.lr(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, float] = {}
@@ -224,6 +240,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.update_ema(step)
         return totals, grad_norm
+
+    def lr(self, step: int) -> float:
+        optim = self.config.optim
+        return learning_rate(step, optim.lr, optim.warmup_steps, optim.schedule, self.config.loop.max_steps)
 
     def clip_gradients(self) -> float:
         clip = self.config.optim.grad_clip
@@ -289,6 +309,19 @@ class Trainer:
         grid = torch.cat([torch.cat(list(images.cpu()), dim=2), torch.cat(list(recon.cpu().clamp(-1, 1)), dim=2)], dim=1)
         save_image(grid, self.out / "samples" / f"step-{step:09d}.png")  # atomic
 
+    def write_validation(self, step: int, bar) -> None:
+        """The held-out curve (``validation.py``): one line of ``val.jsonl`` per evaluation."""
+        cfg = self.config
+        if self.val_images is None:
+            dataset = build_dataset(cfg.data.val_dataset or cfg.data.dataset, cfg.model.image_size, split="val")
+            self.val_images = torch.stack([dataset[i]["image"] for i in range(min(cfg.loop.eval_images, len(dataset)))])
+        with torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            result = validate(self.ema_model(), self.val_images, step, step * cfg.optim.batch_size)
+        append_line(self.out / VAL_FILE, step, result.record())
+        if bar:
+            bar.write(f"step {step}: val PSNR {result.psnr:.2f} dB (one step {result.psnr_one_step:.2f}), "
+                      f"gain over another image {result.psnr_gain:.2f} dB")
+
     def save_final_model(self) -> Path:
         target = self.out / "model"
         if self.process.is_main:
@@ -296,6 +329,13 @@ class Trainer:
         if self.process.distributed:
             dist.barrier()
         return target
+
+
+def append_line(path: Path, step: int, record: dict) -> None:
+    """Add one JSON line, dropping lines of this step or later (left by a run that was resumed)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) < step]
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in [*kept, json.dumps(record)])))
 
 
 class MetricsLogger:

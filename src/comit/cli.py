@@ -240,6 +240,35 @@ def train(args: Annotated[Optional[list[str]], typer.Argument(
     run_training(args or [], out, resume)
 
 
+@app.command(name="train-autoencoder")
+@friendly_errors
+def train_autoencoder(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained autoencoder.")],
+        data: Annotated[str, typer.Option("--data", help="'shapes', 'shapes:key=value,...' or an image folder.")] = "shapes",
+        image_size: Annotated[int, typer.Option("--image-size", min=8, help="Training image side in pixels.")] = 64,
+        steps: Annotated[int, typer.Option("--steps", min=1)] = 3000,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+        lr: Annotated[float, typer.Option("--lr", min=0.0)] = 2e-3,
+        latent_channels: Annotated[int, typer.Option("--latent-channels", min=1)] = 4,
+        downsample: Annotated[int, typer.Option("--downsample", min=2, help="Spatial factor, a power of two.")] = 4,
+        width: Annotated[int, typer.Option("--width", min=8, help="Channels at full resolution (x2 per level).")] = 32,
+        latent_noise: Annotated[float, typer.Option("--latent-noise", min=0.0,
+                                                    help="Noise on latents while training, x their std.")] = 0.1,
+        precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 where the CPU/GPU has it.")] = "fp32",
+        seed: SeedOption = 0):
+    """Train the small convolutional autoencoder that models of our own use as latent space."""
+    from .model.conv_autoencoder import ConvAutoencoderConfig
+    from .train.autoencoder import AutoencoderTrainConfig, train_autoencoder as run
+
+    architecture = ConvAutoencoderConfig(latent_channels=latent_channels, downsample=downsample, width=width)
+    config = AutoencoderTrainConfig(data=data, image_size=image_size, architecture=architecture, steps=steps,
+                                    batch_size=batch_size, lr=lr, latent_noise=latent_noise, precision=precision,
+                                    seed=seed)
+    result = run(config, out)
+    typer.echo(f"autoencoder: {result.directory}  val PSNR {result.val_psnr:.2f} dB on {result.val_images} images, "
+               f"{result.wall_time_s / 60:.1f} min")
+
+
 from .viz.commands import demo, serve, viz  # noqa: E402  pictures, the demo report, the web app
 
 for _command in (viz, demo, serve):

@@ -19,6 +19,7 @@ from torch import nn
 
 from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
 from .config import AutoencoderConfig, ModelConfig
+from .conv_autoencoder import ConvAutoencoder
 from .crops import CropGrid, step_offsets
 from .fsq import FSQ
 from .guidance import guided_velocity
@@ -411,12 +412,15 @@ class COMiT(nn.Module):
 
 
 def build_autoencoder(config: AutoencoderConfig) -> Autoencoder:
-    """The autoencoder a config names, without weights for the SD-VAE (they come with the checkpoint)."""
+    """The autoencoder a config names, without weights for the SD-VAE and the conv autoencoder
+    (they come with the checkpoint)."""
     if config.kind == "pixel":
         return PixelAutoencoder(config.channels)
     if config.kind == "sd-vae":
         return SDVAE(config.model_type, sample_posterior=config.sample_posterior,
                      scaling_factor=config.scaling_factor)
+    if config.kind == "conv":  # the architecture; its weights come with the checkpoint (vae.*)
+        return ConvAutoencoder(config.conv)
     raise ValueError("this model was saved with a custom autoencoder: pass autoencoder=... to from_pretrained")
 
 

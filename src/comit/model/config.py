@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .conv_autoencoder import ConvAutoencoderConfig, read_autoencoder_config, resolve_autoencoder
 from .fsq import PAPER_LEVELS
 
 # Transformer widths of the released sizes (B/L/XL) and two small ones of our own.
@@ -24,25 +25,48 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 class AutoencoderConfig(BaseModel):
     """Which autoencoder maps images to latents.
 
-    kind: ``sd-vae`` (Stable Diffusion VAE via diffusers), ``pixel`` (identity), or ``custom``
-    (supplied by the caller at load time; nothing is stored).
+    kind: ``sd-vae`` (Stable Diffusion VAE via diffusers), ``pixel`` (identity), ``conv`` (our own
+    convolutional autoencoder, ``conv_autoencoder.py``), or ``custom`` (supplied by the caller at
+    load time; nothing is stored).
+    path (``conv``): where its trained weights come from when a run starts: ``bundled`` (the
+        shapes autoencoder in the package) or a folder written by ``comit train-autoencoder``. Its
+        architecture is read from there into ``conv``; a saved COMiT model carries both the
+        architecture and the weights (``vae.*``), so it needs the folder no more.
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["sd-vae", "pixel", "custom"] = "pixel"
+    kind: Literal["sd-vae", "pixel", "conv", "custom"] = "pixel"
     model_type: Literal["mse", "ema"] = "mse"
     hub_id: str | None = None
     sample_posterior: bool = True
     scaling_factor: float = 0.18215
     channels: int = 3
     downsample: int = 1
+    path: str | None = None
+    conv: ConvAutoencoderConfig | None = None
+
+    @model_validator(mode="after")
+    def _read_conv_architecture(self) -> "AutoencoderConfig":
+        if self.kind != "conv":
+            if self.conv is not None or self.path is not None:
+                raise ValueError(f"path and conv belong to kind: conv, not kind: {self.kind}")
+            return self
+        if self.conv is None:
+            if self.path is None:
+                raise ValueError("kind: conv needs path: 'bundled' or a folder written by comit train-autoencoder")
+            self.conv = read_autoencoder_config(resolve_autoencoder(self.path))
+        return self
 
     @property
     def factor(self) -> int:
+        if self.kind == "conv":
+            return self.conv.downsample
         return 8 if self.kind == "sd-vae" else self.downsample
 
     @property
     def latent_channels(self) -> int:
+        if self.kind == "conv":
+            return self.conv.latent_channels
         return 4 if self.kind == "sd-vae" else self.channels
 
 

@@ -44,3 +44,33 @@ def test_training_config_reaches_the_fresh_model():
     config = load_config("tiny", ["message_gate=0.5", "init.message_embed_std=0.5"])
     model = build_model(config)
     assert all(float(_gates(block)[0].detach().mean()) == 0.5 for block in model.predictor.blocks)
+
+
+def test_open_patch_gates():
+    """init.patch_gate opens the image stream's gates (DiT: 0), so the decoder's output depends on
+    the message from the first step; the message stream is left as configured."""
+    torch.manual_seed(0)
+    model = COMiT(tiny_config())
+    initialize_message_stream(model.predictor, InitConfig(patch_gate=1.0))
+    for block in model.predictor.blocks:
+        chunks = block.x_adaLN_modulation[-1].bias.view(6, -1)
+        assert torch.equal(chunks[2], torch.ones_like(chunks[2])) and torch.equal(chunks[5], torch.ones_like(chunks[5]))
+        assert torch.equal(chunks[[0, 1, 3, 4]], torch.zeros_like(chunks[[0, 1, 3, 4]]))
+        assert all(torch.equal(gate, torch.zeros_like(gate)) for gate in _gates(block))
+
+
+def test_grid_message_positions_start_where_the_patches_are():
+    """init.message_positions=grid: message and query position i start as patch i's sin-cos vector
+    (scaled to message_embed_std), and needs one message token per patch."""
+    model = COMiT(tiny_config(num_msg_tokens=256))  # 64 px, patch 4: 16x16 patches
+    initialize_message_stream(model.predictor, InitConfig(message_positions="grid", message_embed_std=1.0))
+    table = model.predictor.pos_embed.detach()
+    for param in (model.predictor.r_pos_embed, model.predictor.r_to_pos_embed):
+        assert torch.allclose(param.detach(), table / table.std())
+        assert abs(float(param.detach().std()) - 1.0) < 1e-4
+    import pytest
+
+    from comit.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="one message token per patch"):
+        initialize_message_stream(COMiT(tiny_config()).predictor, InitConfig(message_positions="grid"))

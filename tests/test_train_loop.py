@@ -177,3 +177,29 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path):
     assert "parameters identical on all 2 processes" in result.stdout
     assert [r["step"] for r in metrics(out)] == [1, 2, 3], "only rank 0 writes metrics"
     assert COMiT.from_pretrained(out / "model").config.num_msg_tokens == 16
+
+
+def test_learning_rate_schedules():
+    from comit.train.loop import learning_rate
+
+    assert learning_rate(0, 1.0, 10) == pytest.approx(0.1)
+    assert learning_rate(39, 1.0, 10) == pytest.approx(0.5), "inverse sqrt: sqrt(10 / 40)"
+    assert learning_rate(500, 1.0, 10, "constant", 1000) == 1.0
+    assert learning_rate(10, 1.0, 10, "cosine", 1010) == pytest.approx(1.0)
+    assert learning_rate(510, 1.0, 10, "cosine", 1010) == pytest.approx(0.5)
+    assert learning_rate(1009, 1.0, 10, "cosine", 1010) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_held_out_curve_is_written_and_survives_resume(tmp_path):
+    """loop.eval_every scores the EMA model on held-out images into val.jsonl; a resumed run
+    replaces the lines past its checkpoint instead of duplicating them."""
+    out = tmp_path / "curve"
+    overrides = [*FAST, "max_steps=4", "eval_every=2", "eval_images=4", "checkpoint_every=2"]
+    run("tiny", out, overrides=overrides)
+    lines = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    assert {"psnr", "psnr_one_step", "psnr_other", "psnr_gain", "images_seen"} <= set(lines[0])
+    assert lines[1]["images_seen"] == 4 * 4
+    assert lines[0]["psnr_gain"] == pytest.approx(lines[0]["psnr"] - lines[0]["psnr_other"], abs=1e-3)
+    run("tiny", out, resume=True, overrides=["max_steps=6"])
+    assert [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()] == [2, 4, 6]

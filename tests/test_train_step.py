@@ -84,6 +84,23 @@ def test_data_prediction_scores_zero_on_the_clean_image_also_near_t_1():
     assert float(flow_matching_loss(perfect, x1, noise, t, "data")) == 0.0
 
 
+def test_data_space_flow_loss_scores_the_clean_image_guess():
+    """flow_loss="data": the error of x1_hat = x_t + (1 - t) v, whatever t; it equals the velocity
+    error times (1 - t)² (1 - t clamped at 0.05 in both), and needs a data-predicting head."""
+    torch.manual_seed(0)
+    x1, noise, guess = torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    tt = t.view(-1, 1, 1, 1)
+    velocity = velocity_from_data(guess, tt * x1 + (1 - tt) * noise, t)
+    expected = (guess - x1).pow(2).mean()
+    assert float(flow_matching_loss(velocity, x1, noise, t, "data", space="data")) == pytest.approx(float(expected), rel=1e-5)
+    per_sample = [float(flow_matching_loss(velocity[i:i + 1], x1[i:i + 1], noise[i:i + 1], t[i:i + 1], "data")) *
+                  (1 - float(t[i])) ** 2 for i in range(3)]
+    assert sum(per_sample) / 3 == pytest.approx(float(expected), rel=1e-4)
+    with pytest.raises(ValueError, match="data-predicting head"):
+        flow_matching_loss(velocity, x1, noise, t, "velocity", space="data")
+
+
 def test_crop_count_is_uniform_for_each_kind_of_sequence(grid):
     """K in 1..10 on a 3x3 grid: without the global crop K is uniform over 1..9 (P = 1/9 = 0.111
     each, ± 0.02 over ~10,000 sequences; clamping a draw of 1..10 gave P(K = 9) = 0.2), with it
@@ -236,3 +253,18 @@ def test_srepa_target_is_centred_over_the_batch(monkeypatch):
     srepa_target = captured["targets"][-1]
     assert torch.allclose(srepa_target.mean(dim=0), torch.zeros(4), atol=1e-5)
     assert torch.allclose(srepa_target, teacher.global_ - teacher.global_.mean(dim=0))
+
+
+def test_readout_asks_the_codes_for_the_latent():
+    """step.readout_weight adds an MLP from the written codes (and the decoding offset) to the full
+    latent; its MSE reaches the encoder, and it is off (no module, no term) by default."""
+    assert _step(StepConfig()).readout is None
+    step = _step(StepConfig(readout_weight=1.0))
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    torch.manual_seed(1)
+    result = step(images)
+    assert "readout" in result.terms and float(result.terms["readout"]) > 0
+    result.terms["readout"].backward()
+    encoder_grad = step.model.predictor.r_final_layer.linear.weight.grad
+    assert encoder_grad is not None and float(encoder_grad.abs().sum()) > 0, "the readout trains the encoder"
+    assert step.model.predictor.final_layer.linear.weight.grad is None, "and not the velocity head"

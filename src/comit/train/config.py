@@ -72,6 +72,10 @@ class StepConfig(_Section):
         classifier-free guidance.
     t_sampling: ``uniform`` t in [0, 1], or ``logit_normal`` (SD3's choice, more weight in the
         middle of the path) with ``t_mean``, ``t_std``.
+    flow_loss: where the flow-matching error is measured: ``velocity`` (the paper's) or ``data``
+        (the clean-image guess, for ``model.prediction: data``): the velocity error weights each t
+        by 1 / (1 - t)², so the nearly clean end, which the noisy input alone explains, dominates;
+        in data space the noisy end, where only the message can help, counts as much.
     repa_weight, srepa_weight: weights of the two alignment losses (REPA's 0.5 for each).
     projector_hidden: width of the 3-layer MLP projectors (REPA uses 2048; None: 4 x hidden).
     srepa_pooling: how the message states become one vector for SREPA: ``mean`` over tokens.
@@ -88,6 +92,11 @@ class StepConfig(_Section):
     saturation_weight, saturation_radius: weight of a penalty (|raw| - radius)^2 on the raw FSQ
         values beyond ``radius`` (0: off, the paper has none). Beyond |raw| = 2 the tanh bound is
         flat; the penalty pulls values back to where a step can still change a code.
+    readout_weight: weight of an auxiliary readout (0: off, the paper has none): an MLP from the
+        written codes and the decoding offset to the full image latent, scored by MSE and dropped
+        after training. The flow loss reaches the encoder only through a decoder that must first
+        learn to read the message, and small runs stall there (docs/training.md); the readout gives
+        the encoder a direct signal to write what the image is from the first step.
     """
 
     min_crops: int = Field(1, ge=1)
@@ -98,6 +107,7 @@ class StepConfig(_Section):
     t_sampling: Literal["uniform", "logit_normal"] = "uniform"
     t_mean: float = 0.0
     t_std: float = Field(1.0, gt=0)
+    flow_loss: Literal["velocity", "data"] = "velocity"
     repa_weight: float = Field(0.5, ge=0)
     srepa_weight: float = Field(0.5, ge=0)
     projector_hidden: int | None = Field(None, gt=0)
@@ -108,6 +118,7 @@ class StepConfig(_Section):
     corrupt_p: float = Field(0.0, ge=0, le=1)
     fsq_straight_through: Literal["bounded", "identity"] = "bounded"
     saturation_weight: float = Field(0.0, ge=0)
+    readout_weight: float = Field(0.0, ge=0)
     saturation_radius: float = Field(2.0, gt=0)
 
 
@@ -119,13 +130,22 @@ class InitConfig(_Section):
         the gates open, every image writes the same message, and the flow loss pushes that one
         message into FSQ's saturated corners, where the straight-through gradient vanishes (the
         collapse that small runs show, docs/training.md). 1 lets the queries read the crop from
-        the first step. The image stream keeps DiT's zero gates.
+        the first step.
+    message_positions: how the message and query position vectors start: ``random`` (normal, std
+        ``message_embed_std``) or ``grid`` (the patches' 2-D sin-cos table at that std; needs one
+        message token per patch, the paper's ratio: 256 tokens for 16x16 patches), so that token i
+        starts out attending to, and being read by, patch i.
+    patch_gate: the same for the image-patch stream (DiT: 0). At 0 the patches receive nothing from
+        attention at first, so the decoder's output cannot depend on the message until the gates
+        have grown: swapping two images' messages changes it by exactly 0 at initialisation.
     message_embed_std: std of the learned message positions, query token and query positions
         (1.0, as the released code; 0.02, ViT's choice, was our default before 2026-12-01: then the
         query positions barely differ from one another and every query writes nearly the same code).
     """
 
     message_gate: float = 0.0
+    patch_gate: float = 0.0
+    message_positions: Literal["random", "grid"] = "random"
     message_embed_std: float = Field(1.0, gt=0)
 
 

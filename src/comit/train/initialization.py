@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..model.transformer import Transformer
-from .config import InitConfig
+from .config import ConfigError, InitConfig
 
 # Chunk order of a block's adaLN output: shift, scale, gate (attention), shift, scale, gate (MLP).
 GATE_CHUNKS = (2, 5)
@@ -19,10 +19,20 @@ NUM_CHUNKS = 6
 
 @torch.no_grad()
 def initialize_message_stream(predictor: Transformer, init: InitConfig) -> None:
-    """Set the message/query stream's gate biases and learned-vector scale as ``init`` says."""
+    """Set the gate biases of both streams and the message stream's learned-vector scale as ``init`` says."""
     for param in (predictor.r_pos_embed, predictor.r_to_token, predictor.r_to_pos_embed):
         param.normal_(0.0, init.message_embed_std)
+    if init.message_positions == "grid":
+        grid = predictor.grid_size
+        if predictor.num_msg_tokens != grid * grid:
+            raise ConfigError(f"init.message_positions=grid needs one message token per patch: num_msg_tokens "
+                              f"{predictor.num_msg_tokens} != {grid}x{grid} patches")
+        # Token i starts where patch i is: attention can copy locally from the first step.
+        table = predictor.pos_embed.detach()
+        for param in (predictor.r_pos_embed, predictor.r_to_pos_embed):
+            param.copy_(table * (init.message_embed_std / table.std()))
     for block in predictor.blocks:
-        bias = block.r_adaLN_modulation[-1].bias.view(NUM_CHUNKS, -1)
-        for chunk in GATE_CHUNKS:
-            bias[chunk] = init.message_gate
+        for modulation, gate in ((block.r_adaLN_modulation, init.message_gate), (block.x_adaLN_modulation, init.patch_gate)):
+            bias = modulation[-1].bias.view(NUM_CHUNKS, -1)
+            for chunk in GATE_CHUNKS:
+                bias[chunk] = gate

@@ -8,19 +8,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.transformer import velocity_from_data
+from ..model.transformer import MIN_REMAINING_TIME, velocity_from_data
 
 
 def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None,
-                       prediction: str = "velocity") -> torch.Tensor:
+                       prediction: str = "velocity", space: str = "velocity") -> torch.Tensor:
     """Mean squared error to the straight path's velocity: x_t = t x1 + (1 - t) noise moves at x1 - noise.
 
     A data-predicting head turns its clean-image guess into a velocity with 1 - t clamped
     (``velocity_from_data``); the target is turned the same way, so that a perfect guess scores 0
     at every t (with x1 - noise as target, for t > 1 - MIN_REMAINING_TIME the optimum is not x1).
+
+    ``space="data"`` (data-predicting heads only) scores the clean-image guess itself,
+    ||x1_hat - x1||², which is the velocity error times (1 - t)²: every t counts alike, where the
+    velocity loss weights the nearly clean end (where the message hardly matters) by up to 400x.
     """
+    tt = t.view(-1, *([1] * (x1.dim() - 1))) if t is not None else None
+    if space == "data":
+        if prediction != "data":
+            raise ValueError("a data-space flow loss needs a data-predicting head (model.prediction: data)")
+        xt = tt * x1 + (1 - tt) * noise
+        remaining = (1 - tt).clamp(min=MIN_REMAINING_TIME)
+        return F.mse_loss((xt + remaining * velocity.float()), x1.float())
     if prediction == "data":
-        tt = t.view(-1, *([1] * (x1.dim() - 1)))
         target = velocity_from_data(x1, tt * x1 + (1 - tt) * noise, t)
     else:
         target = x1 - noise

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model.autoencoders import encode
@@ -64,6 +65,10 @@ class TrainingStep(nn.Module):
         self.repa = projector(hidden, width, teacher_dim) if aligned and config.repa_weight > 0 else None
         srepa_in = hidden if config.srepa_source == "states" else model.config.num_msg_tokens * model.quantizer.dim
         self.srepa = projector(srepa_in, width, teacher_dim) if aligned and config.srepa_weight > 0 else None
+        codes = model.config.num_msg_tokens * model.quantizer.dim
+        latent = model.config.in_channels * model.config.latent_size ** 2
+        # The written codes and the decoding offset (the message's frame) -> the full latent.
+        self.readout = projector(codes + 2, width, latent) if config.readout_weight > 0 else None
 
     def train(self, mode: bool = True) -> "TrainingStep":
         super().train(mode)
@@ -99,7 +104,7 @@ class TrainingStep(nn.Module):
         tt = t.view(-1, 1, 1, 1)
         xt = tt * x1 + (1 - tt) * noise
         out = model.predictor(xt, t, messages, -last_location, with_queries=False)
-        terms = {"fm": flow_matching_loss(out.velocity, x1, noise, t, model.config.prediction)}
+        terms = {"fm": flow_matching_loss(out.velocity, x1, noise, t, model.config.prediction, cfg.flow_loss)}
         if cfg.saturation_weight > 0:
             terms["saturation"] = saturation_penalty(raw, cfg.saturation_radius)
 
@@ -118,8 +123,13 @@ class TrainingStep(nn.Module):
             else:  # the written codes themselves: only the encoder can make them match
                 student, weights = written.flatten(1), None
             terms["srepa"] = negative_cosine(self.srepa(student), target, weights=weights)
+        if self.readout is not None:
+            # A direct path from the image to the encoder: the codes must say what the latent is,
+            # before the flow decoder has learned to read them (the readout is dropped after training).
+            guess = self.readout(torch.cat([written.flatten(1), -last_location], dim=1))
+            terms["readout"] = F.mse_loss(guess.float(), x1.flatten(1).float())
         weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight,
-                   "saturation": cfg.saturation_weight}
+                   "saturation": cfg.saturation_weight, "readout": cfg.readout_weight}
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)
 

@@ -74,3 +74,17 @@ def test_grid_message_positions_start_where_the_patches_are():
 
     with pytest.raises(ConfigError, match="one message token per patch"):
         initialize_message_stream(COMiT(tiny_config()).predictor, InitConfig(message_positions="grid"))
+
+
+def test_tied_query_key_starts_attention_as_similarity():
+    """init.query_key=tied: each block's key projection starts equal to its query projection, both
+    scaled by query_key_scale; values and biases are left alone."""
+    torch.manual_seed(0)
+    model = COMiT(tiny_config())
+    before = [block.attn.qkv.weight.detach().clone() for block in model.predictor.blocks]
+    initialize_message_stream(model.predictor, InitConfig(query_key="tied", query_key_scale=2.0))
+    for block, old in zip(model.predictor.blocks, before):
+        weight, width = block.attn.qkv.weight.detach(), old.shape[1]
+        assert torch.equal(weight[:width], weight[width:2 * width])
+        assert torch.allclose(weight[:width], 2.0 * old[:width])
+        assert torch.equal(weight[2 * width:], old[2 * width:])

@@ -135,6 +135,12 @@ class InitConfig(_Section):
         ``message_embed_std``) or ``grid`` (the patches' 2-D sin-cos table at that std; needs one
         message token per patch, the paper's ratio: 256 tokens for 16x16 patches), so that token i
         starts out attending to, and being read by, patch i.
+    query_key, query_key_scale: ``tied`` starts every block's key projection equal to its query
+        projection (both scaled by ``query_key_scale``), so attention starts as similarity of the
+        (normalised) tokens: with ``message_positions: grid`` query i then looks at patch i from the
+        first step, and patches at their neighbours. With independent random projections the
+        queries' attention is near uniform and they learn to carry a crop far more slowly than the
+        patches do (docs/training.md, "Where the time goes").
     patch_gate: the same for the image-patch stream (DiT: 0). At 0 the patches receive nothing from
         attention at first, so the decoder's output cannot depend on the message until the gates
         have grown: swapping two images' messages changes it by exactly 0 at initialisation.
@@ -146,6 +152,8 @@ class InitConfig(_Section):
     message_gate: float = 0.0
     patch_gate: float = 0.0
     message_positions: Literal["random", "grid"] = "random"
+    query_key: Literal["independent", "tied"] = "independent"
+    query_key_scale: float = Field(1.0, gt=0)
     message_embed_std: float = Field(1.0, gt=0)
 
 

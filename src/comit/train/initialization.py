@@ -31,6 +31,12 @@ def initialize_message_stream(predictor: Transformer, init: InitConfig) -> None:
         table = predictor.pos_embed.detach()
         for param in (predictor.r_pos_embed, predictor.r_to_pos_embed):
             param.copy_(table * (init.message_embed_std / table.std()))
+    if init.query_key == "tied":
+        for block in predictor.blocks:
+            qkv = block.attn.qkv.weight
+            width = qkv.shape[1]
+            qkv[width:2 * width].copy_(qkv[:width])  # key = query: attention starts as similarity
+            qkv[:2 * width].mul_(init.query_key_scale)
     for block in predictor.blocks:
         for modulation, gate in ((block.r_adaLN_modulation, init.message_gate), (block.x_adaLN_modulation, init.patch_gate)):
             bias = modulation[-1].bias.view(NUM_CHUNKS, -1)

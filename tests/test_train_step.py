@@ -263,7 +263,7 @@ def test_readout_asks_the_codes_for_the_latent():
     images = torch.rand(4, 3, 64, 64) * 2 - 1
     torch.manual_seed(1)
     result = step(images)
-    assert "readout" in result.terms and float(result.terms["readout"]) > 0
+    assert "readout" in result.terms and float(result.terms["readout"].detach()) > 0
     result.terms["readout"].backward()
     encoder_grad = step.model.predictor.r_final_layer.linear.weight.grad
     assert encoder_grad is not None and float(encoder_grad.abs().sum()) > 0, "the readout trains the encoder"

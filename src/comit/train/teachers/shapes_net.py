@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ...atomic import atomic_write
 from .base import TeacherError
 
 CONFIG_NAME = "config.json"
@@ -141,9 +140,8 @@ class ShapesNet(nn.Module):
         config = {"format": FORMAT, "format_version": FORMAT_VERSION,
                   "config": dataclasses.asdict(self.config), "metadata": metadata or {}}
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        _write_atomically(directory / WEIGHTS_NAME, lambda path: save_file(state, str(path)))
-        _write_atomically(directory / CONFIG_NAME,
-                          lambda path: path.write_text(json.dumps(config, indent=2) + "\n"))
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, str(path)))
+        atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapesNet:
@@ -188,15 +186,3 @@ def read_shapes_config(directory: Path) -> ShapesNetConfig:
         return ShapesNetConfig(**raw.get("config", {}))
     except (TypeError, ValueError) as error:
         raise TeacherError(f"bad shapes-teacher config in {path}: {error}") from error
-
-
-def _write_atomically(target: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

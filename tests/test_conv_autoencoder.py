@@ -131,3 +131,29 @@ def test_bundled_autoencoder_is_shipped_and_good():
     images = torch.stack([build_dataset("shapes", 64, split="val")[i]["image"] for i in range(16)])
     with torch.no_grad():
         assert psnr_of(model.decode(model.encode(images)), images) >= 31
+
+
+def test_cli_trains_an_autoencoder_and_refuses_bad_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from comit.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["train-autoencoder", "--out", str(tmp_path / "ae"), "--image-size", "32",
+                                 "--steps", "3", "--batch-size", "4", "--width", "8"])
+    assert result.exit_code == 0, result.output
+    assert "val PSNR" in result.output and (tmp_path / "ae" / "model.safetensors").is_file()
+    bad = runner.invoke(app, ["train-autoencoder", "--out", str(tmp_path / "bad"), "--downsample", "6", "--steps", "1"])
+    assert bad.exit_code == 1 and "power of two" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_training_config_with_conv_architecture_but_no_weights_is_refused():
+    from comit.train.config import ConfigError, load_config
+    from comit.train.loop import build_model
+
+    config = load_config("shapes-latent")
+    assert config.model.autoencoder.conv is not None and config.model.autoencoder.path == "bundled"
+    without_weights = config.model_copy(deep=True)
+    without_weights.model.autoencoder.path = None
+    with pytest.raises(ConfigError, match="needs path"):
+        build_model(without_weights)

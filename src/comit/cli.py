@@ -260,10 +260,17 @@ def train_autoencoder(
     from .model.conv_autoencoder import ConvAutoencoderConfig
     from .train.autoencoder import AutoencoderTrainConfig, train_autoencoder as run
 
-    architecture = ConvAutoencoderConfig(latent_channels=latent_channels, downsample=downsample, width=width)
-    config = AutoencoderTrainConfig(data=data, image_size=image_size, architecture=architecture, steps=steps,
-                                    batch_size=batch_size, lr=lr, latent_noise=latent_noise, precision=precision,
-                                    seed=seed)
+    from pydantic import ValidationError
+
+    try:
+        architecture = ConvAutoencoderConfig(latent_channels=latent_channels, downsample=downsample, width=width)
+        config = AutoencoderTrainConfig(data=data, image_size=image_size, architecture=architecture, steps=steps,
+                                        batch_size=batch_size, lr=lr, latent_noise=latent_noise,
+                                        precision=precision, seed=seed)
+    except ValidationError as error:  # one line naming the option, not pydantic's report
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
     result = run(config, out)
     typer.echo(f"autoencoder: {result.directory}  val PSNR {result.val_psnr:.2f} dB on {result.val_images} images, "
                f"{result.wall_time_s / 60:.1f} min")

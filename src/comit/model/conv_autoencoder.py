@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -215,13 +214,3 @@ def read_autoencoder_config(directory: Path) -> ConvAutoencoderConfig:
         return ConvAutoencoderConfig(**raw.get("autoencoder", {}))
     except (ValidationError, TypeError) as error:
         raise AutoencoderError(f"bad autoencoder config in {path}: {str(error).splitlines()[0]}") from error
-
-
-def reconstruction_loss(images: torch.Tensor, latents: torch.Tensor, model: ConvAutoencoder,
-                        latent_noise: float) -> torch.Tensor:
-    """MSE of the decoder's image from raw latents plus Gaussian noise of ``latent_noise`` times
-    their (detached) per-channel std: relative, so the encoder cannot escape it by growing."""
-    if latent_noise > 0:
-        scale = latents.detach().std(dim=(0, 2, 3), keepdim=True)
-        latents = latents + latent_noise * scale * torch.randn_like(latents)
-    return F.mse_loss(model.decode_raw(latents), images.float())

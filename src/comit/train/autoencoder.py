@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import build_dataset
-from ..model.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig, reconstruction_loss
+from ..model.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
 
 
 class AutoencoderTrainConfig(BaseModel):
@@ -56,6 +57,16 @@ class AutoencoderResult:
     def metadata(self, config: AutoencoderTrainConfig) -> dict:
         return {"val_psnr_db": round(self.val_psnr, 3), "val_images": self.val_images, "steps": self.steps,
                 "wall_time_s": round(self.wall_time_s, 1), "train_config": config.model_dump(mode="json")}
+
+
+def reconstruction_loss(images: torch.Tensor, latents: torch.Tensor, model: ConvAutoencoder,
+                        latent_noise: float) -> torch.Tensor:
+    """MSE of the decoder's image from raw latents plus Gaussian noise of ``latent_noise`` times
+    their (detached) per-channel std: relative, so the encoder cannot escape it by growing."""
+    if latent_noise > 0:
+        scale = latents.detach().std(dim=(0, 2, 3), keepdim=True)
+        latents = latents + latent_noise * scale * torch.randn_like(latents)
+    return F.mse_loss(model.decode_raw(latents), images.float())
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:

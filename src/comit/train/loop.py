@@ -110,6 +110,9 @@ def build_model(config: TrainConfig) -> COMiT:
         autoencoder = SDVAE.from_hub(config.model.autoencoder.model_type, hub_id=config.model.autoencoder.hub_id,
                                      sample_posterior=config.model.autoencoder.sample_posterior)
     elif config.model.autoencoder.kind == "conv":
+        if config.model.autoencoder.path is None:
+            raise ConfigError("model.autoencoder.kind=conv needs path: 'bundled' or a folder written by "
+                              "comit train-autoencoder (its trained weights)")
         autoencoder = ConvAutoencoder.from_pretrained(config.model.autoencoder.path)
         if autoencoder.config != config.model.autoencoder.conv:
             raise ConfigError(f"model.autoencoder.conv does not describe the autoencoder in "

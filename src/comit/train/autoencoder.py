@@ -108,7 +108,7 @@ def train_autoencoder(config: AutoencoderTrainConfig, out: str | Path, progress:
         optimizer.zero_grad(set_to_none=True)
         if bar:
             bar.update(1)
-            bar.set_postfix(mse=f"{float(loss):.5f}")
+            bar.set_postfix(mse=f"{float(loss.detach()):.5f}")
     if bar:
         bar.close()
     model.eval()

@@ -99,7 +99,7 @@ def test_truncated_image(tmp_path, tiny_model_dir):
     (["--order", "zigzag"], "unknown crop order"),
     (["--num-crops", "12"], "num_crops"),
     (["--solver", "rk4"], "unknown solver"),
-    (["--steps", "0"], "num_steps"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),
     (["--device", "cuda:7"], "CUDA"),
 ])
 def test_bad_options(tmp_path, tiny_model_dir, pictures, options, fragment):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +13,7 @@ import typer
 
 from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, DeviceOption, GlobalCropOption, ModelOption,
                           OrderOption, SolverOption, StepsOption)
+from .cli_support import friendly_errors, load_model, parse_order
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -25,48 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default: 3; all for a list).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeError, KeyError)
-
-
-def friendly_errors(command: Callable) -> Callable:
-    """Expected failures print one line and exit 1, never a traceback (COMIT_DEBUG=1 shows it)."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except EXPECTED_ERRORS as error:
-            if os.environ.get("COMIT_DEBUG"):
-                raise
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
 # ---------------------------------------------------------------------- shared helpers
-def load_model(name: str, device: str = "cpu"):
-    import torch
-
-    from .devices import resolve_device
-    from .model.comit import COMiT
-
-    torch.set_flush_denormal(True)
-    return COMiT.from_pretrained(name, device=resolve_device(device))
-
-
-def parse_order(order: str):
-    """'adaptive' stays a name; '4,1,7' becomes a list of crop indices."""
-    order = order.strip()
-    if "," in order or order.isdigit():
-        try:
-            return [int(part) for part in order.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(f"--order {order!r}: a list must be comma-separated integers, e.g. 4,1,7") from None
-    return order
-
-
 def batches(items: list, size: int):
     if size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {size}")

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from . import __version__
 from .atomic import atomic_write
 from .model.comit import COMiT, Tokens
+from .model.fsq import FSQ
 
 TENSORS = ("ids", "messages", "offsets", "crop_order", "num_crops")
 
@@ -36,6 +37,10 @@ class TokensFile:
         if expected != found:
             raise ValueError(f"tokens were made for {found[0]} tokens with FSQ levels {found[1]}, but the model "
                              f"uses {expected[0]} tokens with levels {expected[1]}; pass the right --model")
+        crops = model.crops.num_local + int(self.tokens.global_crop)
+        if self.tokens.crop_order.numel() and int(self.tokens.crop_order.max()) >= crops:
+            raise ValueError(f"crop_order holds crop {int(self.tokens.crop_order.max())}, but the model has {crops} "
+                             "crops; pass the right --model")
 
 
 def save_tokens(path: str | Path, tokens: Tokens, model: str, fsq_levels: list[int], settings: dict,
@@ -50,6 +55,7 @@ def save_tokens(path: str | Path, tokens: Tokens, model: str, fsq_levels: list[i
 
 
 def load_tokens(path: str | Path) -> TokensFile:
+    """Read a tokens file, checking every tensor's shape, dtype and range and that they agree."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tokens file {path}")
@@ -62,7 +68,63 @@ def load_tokens(path: str | Path) -> TokensFile:
     missing = [name for name in TENSORS if name not in tensors]
     if missing or "model" not in meta:
         raise ValueError(f"{path} is not a comit tokens file (missing {missing or ['metadata']})")
-    tokens = Tokens(**{name: tensors[name] for name in TENSORS}, global_crop=json.loads(meta.get("global_crop", "false")))
-    return TokensFile(tokens=tokens, model=meta["model"], settings=json.loads(meta.get("settings", "{}")),
-                      sources=json.loads(meta.get("sources", "[]")) or [f"{i}" for i in range(len(tokens))],
-                      fsq_levels=json.loads(meta.get("fsq_levels", "[]")))
+    levels = _metadata(meta, "fsq_levels", path, list, [])
+    tokens = Tokens(**{name: tensors[name] for name in TENSORS},
+                    global_crop=_metadata(meta, "global_crop", path, bool, False))
+    try:
+        check_tokens(tokens, levels)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}; it was not written by comit tokenize, or was changed since") from None
+    sources = _metadata(meta, "sources", path, list, None)
+    if sources is None:
+        sources = [f"{i}" for i in range(len(tokens))]
+    elif len(sources) != len(tokens) or not all(isinstance(source, str) for source in sources):
+        raise ValueError(f"{path}: metadata 'sources' must list one name per message ({len(tokens)}), "
+                         f"got {len(sources)} entries")
+    return TokensFile(tokens=tokens, model=meta["model"], settings=_metadata(meta, "settings", path, dict, {}),
+                      sources=sources, fsq_levels=levels)
+
+
+def _metadata(meta: dict, key: str, path: Path, kind: type, default):
+    if key not in meta:
+        return default
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: metadata {key!r} is not JSON ({meta[key][:40]!r})") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: metadata {key!r} must be a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def check_tokens(tokens: Tokens, levels: list[int]) -> None:
+    """Shapes, dtypes and ranges of every tensor, and their agreement (ids <-> messages)."""
+    messages, ids = tokens.messages, tokens.ids
+    if not levels or not all(isinstance(level, int) and level >= 2 for level in levels):
+        raise ValueError(f"metadata 'fsq_levels' must be a list of integers >= 2, got {levels}")
+    if messages.dim() != 3 or messages.shape[2] != len(levels) or not messages.is_floating_point():
+        raise ValueError(f"messages must be float [B, M, {len(levels)}], got {messages.dtype} {list(messages.shape)}")
+    batch, num_tokens = messages.shape[:2]
+    expect = {"ids": ((batch, num_tokens), False), "offsets": ((batch, 2), True), "num_crops": ((batch,), False)}
+    for name, (shape, floating) in expect.items():
+        tensor = getattr(tokens, name)
+        if tuple(tensor.shape) != shape or tensor.is_floating_point() != floating:
+            kind = "float" if floating else "integer"
+            raise ValueError(f"{name} must be {kind} {list(shape)} to match messages {list(messages.shape)}, "
+                             f"got {tensor.dtype} {list(tensor.shape)}")
+    order = tokens.crop_order
+    if order.dim() != 2 or order.shape[1] != batch or order.is_floating_point():
+        raise ValueError(f"crop_order must be integer [K, {batch}], got {order.dtype} {list(order.shape)}")
+    if not (bool(torch.isfinite(messages).all()) and bool(torch.isfinite(tokens.offsets).all())):
+        raise ValueError("messages or offsets hold NaN or Inf")
+    quantizer = FSQ(levels)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= quantizer.codebook_size):
+        raise ValueError(f"ids must lie in [0, {quantizer.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
+    quantizer.check_codes(messages)
+    if not torch.equal(quantizer.codes_to_indices(messages), ids.long()):
+        raise ValueError("ids and messages disagree (the ids are not the messages' code ids)")
+    used = tokens.num_crops
+    if used.numel() and (int(used.min()) < 0 or int(used.max()) > order.shape[0]):
+        raise ValueError(f"num_crops must lie in [0, {order.shape[0]}] (the rows of crop_order)")
+    if order.numel() and int(order.min()) < -1:
+        raise ValueError(f"crop_order holds {int(order.min())}; crop indices are >= 0 (-1: not used)")

@@ -48,8 +48,6 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
     from .setup import BenchSettings
     from .suite import run_benchmark, write_results
 
-    if threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {threads}")
     settings = BenchSettings(size=size, device=device, batch=batch, repeats=repeats, warmup=warmup,
                              precision=precision, compile=compile, geometry=geometry, attention=_names(attention),
                              sections=_names(sections), forward_batches=_integers(forward_batches, "--forward-batches"),

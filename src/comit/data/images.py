@@ -8,13 +8,15 @@ CLI, the demo and the folder dataset all see exactly the same preprocessing.
 from __future__ import annotations
 
 import os
-import secrets
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -29,6 +31,10 @@ _REDUCING_GAP = 3.0
 _DRAFT_FACTOR = 2
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+MAX_PIXELS_ENV = "COMIT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 class ImageLoadError(ValueError):
@@ -65,7 +71,7 @@ def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Im
     keeps both sides at least ``draft_size`` — several times faster for camera photos.
     """
     path = Path(path)
-    with _open_image(path) as image:
+    with open_image(path) as image:
         if draft_size is not None:
             image.draft(image.mode, (draft_size, draft_size))  # no-op for non-JPEG files
         try:
@@ -77,9 +83,43 @@ def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Im
         return to_rgb(_apply_exif_orientation(image))
 
 
-def _open_image(path: Path) -> Image.Image:
+def max_image_pixels() -> int:
+    """The largest image (width x height) comit decodes: Pillow's warning limit (about 89 megapixels),
+    or ``COMIT_MAX_IMAGE_PIXELS`` for users who really mean to open larger files."""
+    text = os.environ.get(MAX_PIXELS_ENV)
+    if text is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
     try:
-        return Image.open(path)
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be >= 1, got {value}")
+    return value
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Image.open (header only) with clear one-line errors and the size limit of :func:`max_image_pixels`."""
+    path = Path(path)
+    image = _open_unchecked(path)
+    limit = max_image_pixels()
+    if image.width * image.height > limit:
+        image.close()
+        raise ImageLoadError(f"cannot read image {path}: {image.width} x {image.height} = "
+                             f"{image.width * image.height:,} pixels is more than the limit of {limit:,} "
+                             f"(a decompression bomb?); set {MAX_PIXELS_ENV} to open it anyway")
+    return image
+
+
+def _open_unchecked(path: Path) -> Image.Image:
+    """Image.open with Pillow's own bomb check off (it warns, in two lines, then errors at twice the
+    size): the size check above replaces it with one limit and one line."""
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None
+            return Image.open(path)
     except FileNotFoundError:
         raise ImageLoadError(f"cannot read image {path}: no such file") from None
     except IsADirectoryError:
@@ -90,6 +130,8 @@ def _open_image(path: Path) -> Image.Image:
         raise ImageLoadError(f"cannot read image {path}: not a recognised image format") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ImageLoadError(f"cannot read image {path}: {_one_line(error)}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:
@@ -150,8 +192,8 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
     """Write an image atomically; the format follows the file suffix (``.png``, ``.jpg``, ...).
 
-    The image is written to a temporary file beside the target and moved into place with
-    ``os.replace``, so a reader never sees a half-written file. Parent folders are created.
+    Written through :func:`comit.atomic.atomic_write`: a reader never sees a half-written file.
+    Parent folders are created.
     Returns the written path.
     """
     path = Path(path)
@@ -159,31 +201,12 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Pa
     pil = to_pil(image) if isinstance(image, torch.Tensor) else image
     if image_format == "JPEG" and pil.mode not in ("RGB", "L"):
         pil = to_rgb(pil)  # JPEG has no alpha channel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _create_temporary_beside(path)
-    try:
+    def write(temporary: str) -> None:
         with open(temporary, "wb") as handle:
             pil.save(handle, format=image_format)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return path
-
-
-def _create_temporary_beside(path: Path) -> Path:
-    """Create an empty, uniquely named file next to ``path``.
-
-    ``os.open`` with mode 0o666 honours the umask, so the final file gets the usual permissions
-    (``tempfile`` would leave it readable by the owner only).
-    """
-    while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return temporary
-        except FileExistsError:
-            continue
 
 
 def _format_for_suffix(path: Path) -> str:

@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .folder import find_image_files
-from .images import IMAGE_EXTENSIONS, center_square_resize, load_image
+from .images import IMAGE_EXTENSIONS, center_square_resize, load_image, open_image
 
 INSTANCE_MODES = ("P", "I", "I;16")
 
@@ -77,7 +77,7 @@ class MaskFolderDataset(Dataset):
 
 def load_masks(path: str | os.PathLike, size: int) -> torch.Tensor:
     """One mask file as bool ``[K, size, size]`` (see the module docstring for the two kinds)."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         image.load()
         if image.mode in INSTANCE_MODES or _is_label_map(image):
             labels = np.asarray(_nearest_square(image, size)).astype(np.int64)

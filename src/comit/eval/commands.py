@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..cli_support import friendly_errors, load_model, parse_order
 from ..cli_options import (BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
                            GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, OrderOption as OrderOpt,
                            SolverOption as SolverOpt, StepsOption as StepsOpt)
@@ -50,26 +50,11 @@ CountsOpt = Annotated[Optional[str], typer.Option("--crop-counts", help="Crop co
 MetricsOpt = Annotated[Optional[str], typer.Option("--metrics", help="recon,align,probe (default: what the data allows).")]
 
 
-def _friendly(command):
-    """The main CLI's one-line errors, looked up when the command runs (no import cycle)."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        from ..cli import friendly_errors
-
-        return friendly_errors(command)(*args, **kwargs)
-
-    return wrapper
-
-
 def _model(name: str, device: str):
-    from ..cli import load_model
-
     return load_model(name, device)
 
 
 def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batch_size):
-    from ..cli import parse_order
     from .common import EvalSettings
 
     order_value = parse_order(order)
@@ -125,7 +110,7 @@ def _say(out: Path, summary: str) -> None:
 
 # ---------------------------------------------------------------------- commands
 @eval_app.command()
-@_friendly
+@friendly_errors
 def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
           num_images: NumImagesOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
           global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
@@ -148,7 +133,7 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 
 
 @eval_app.command()
-@_friendly
+@friendly_errors
 def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
           split: SplitOpt = "val", num_images: NumImagesOpt = None, order: OrderOpt = "adaptive",
           num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
@@ -171,7 +156,7 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 
 
 @eval_app.command()
-@_friendly
+@friendly_errors
 def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
           tasks: TasksOpt = None, num_train: NumTrainOpt = None, num_images: NumImagesOpt = None,
           order: OrderOpt = "raster_scan", num_crops: Annotated[Optional[int], typer.Option(
@@ -196,7 +181,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 
 
 @eval_app.command()
-@_friendly
+@friendly_errors
 def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
           labels: LabelsOpt = None, split: SplitOpt = "val", num_images: NumImagesOpt = None,
           num_train: NumTrainOpt = None, orders: OrdersOpt = "raster_scan,random,adaptive",
@@ -245,7 +230,7 @@ def _is_shapes(data: str) -> bool:
 
 
 @eval_app.command("all")
-@_friendly
+@friendly_errors
 def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes",
          masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = None,
          num_train: NumTrainOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,

@@ -9,17 +9,23 @@
   features, so compare them only with each other.
 * ``hf:ID`` — the global (CLS) feature of any `transformers` backbone, e.g. ``hf:facebook/dinov2-small``.
 * ``python:package.module:name`` — any ``nn.Module`` (or a function returning one, called without
-  arguments) mapping images in [-1, 1] ``[B, 3, H, W]`` to features ``[B, D]``.
+  arguments) mapping images in [-1, 1] ``[B, 3, H, W]`` to features ``[B, D]``. This imports and
+  runs code named on the command line or in an experiment file, so it is refused unless the
+  environment opts in with ``COMIT_ALLOW_PYTHON_FEATURES=1`` (from Python, pass the module itself).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 from torch import nn
 
 from .fid import FID, FIDUnavailable
+
+
+ALLOW_PYTHON_ENV = "COMIT_ALLOW_PYTHON_FEATURES"
 
 
 class GlobalFeature(nn.Module):
@@ -47,6 +53,9 @@ def feature_extractor(spec: str) -> nn.Module | None:
 
         return GlobalFeature(HFTeacher(rest))
     if kind == "python" and ":" in rest:
+        if os.environ.get(ALLOW_PYTHON_ENV) != "1":
+            raise ValueError(f"--fid-features {spec!r} would import and run {rest}; set {ALLOW_PYTHON_ENV}=1 "
+                             "to allow code named in options or experiment files")
         return _imported_module(rest)
     raise ValueError(f"unknown --fid-features {spec!r}: use inception, none, shapes-teacher[:DIR], hf:HUB_ID "
                      "or python:package.module:name")

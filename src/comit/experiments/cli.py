@@ -9,26 +9,15 @@ it twice (e.g. ``--threads 1`` each on a 2-core machine) and the two processes s
 from __future__ import annotations
 
 import time
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..cli_support import friendly_errors
+
 experiment_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                              help="Reproduction experiments: train arms over seeds, evaluate, tabulate.")
-
-
-def _friendly(command):
-    """The main CLI's one-line errors, looked up when the command runs (no import cycle)."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        from ..cli import friendly_errors
-
-        return friendly_errors(command)(*args, **kwargs)
-
-    return wrapper
 
 
 def _numbers(text: str | None, name: str) -> list[int] | None:
@@ -42,7 +31,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 @experiment_app.command(context_settings={"allow_extra_args": False})
-@_friendly
+@friendly_errors
 def structure(
         out: Annotated[Path, typer.Option("--out", "-o", help="Experiment folder (runs/, evals/, results.md).")],
         overrides: Annotated[Optional[list[str]], typer.Argument(

@@ -24,7 +24,7 @@ _BUDGET_KEYS = ("loop.max_steps", "optim.batch_size")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ArmConfig(_Section):

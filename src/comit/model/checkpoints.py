@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from ..atomic import atomic_write
 from .config import AutoencoderConfig, ModelConfig
+from .transformer import Transformer
 
 if TYPE_CHECKING:
     from .comit import COMiT
@@ -130,29 +131,40 @@ def released_autoencoder(entry: dict, channels: int) -> AutoencoderConfig:
 
 # ---------------------------------------------------------------------- weights
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    return _read_safetensors(path, lambda handle, key: handle.get_tensor(key))
+
+
+def read_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The tensors' shapes from the safetensors header alone (nothing is read or allocated)."""
+    return _read_safetensors(path, lambda handle, key: tuple(handle.get_slice(key).get_shape()))
+
+
+def _read_safetensors(path: Path, read) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path.parent} holds no {WEIGHTS_NAME}")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
+            return {key: read(handle, key) for key in handle.keys()}
     except (SafetensorError, OSError, RuntimeError) as error:
         raise CheckpointError(f"{path} is truncated or not a safetensors file ({error}); download or save it again") \
             from error
 
 
-def check_predictor_weights(model: "COMiT", weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    expected = model.predictor.state_dict()
-    found = {k[len("predictor."):]: v for k, v in weights.items() if k.startswith("predictor.")}
+def check_predictor_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Compare the config's predictor with the stored weights before anything is allocated: the
+    predictor is built on the meta device, so a hostile config.json cannot ask for gigabytes."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Transformer(**config.predictor_kwargs()).state_dict().items()}
+    found = {k[len("predictor."):]: v for k, v in shapes.items() if k.startswith("predictor.")}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
-    wrong = [f"{k} {list(found[k].shape)} (config wants {list(expected[k].shape)})"
-             for k in expected if k in found and found[k].shape != expected[k].shape]
+    wrong = [f"{k} {list(found[k])} (config wants {list(expected[k])})"
+             for k in expected if k in found and found[k] != expected[k]]
     if missing or unexpected or wrong:
         parts = [f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}" if missing else "",
                  f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}" if unexpected else "",
                  f"wrong shapes {wrong[:2]}" if wrong else ""]
         raise CheckpointError("checkpoint weights do not match its config: " + "; ".join(p for p in parts if p))
-    return found
 
 
 # ---------------------------------------------------------------------- load / save
@@ -166,9 +178,10 @@ def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, a
     if config.autoencoder.kind == "custom" and autoencoder is None:
         raise CheckpointError(f"{directory} was saved with an autoencoder comit does not know; "
                               "pass autoencoder=... to from_pretrained")
+    check_predictor_shapes(config, read_weight_shapes(directory / WEIGHTS_NAME))
     weights = read_weights(directory / WEIGHTS_NAME)
     model = cls(config, autoencoder=autoencoder)
-    model.predictor.load_state_dict(check_predictor_weights(model, weights))
+    model.predictor.load_state_dict({k[len("predictor."):]: v for k, v in weights.items() if k.startswith("predictor.")})
     if autoencoder is None and isinstance(model.vae, torch.nn.Module) and list(model.vae.state_dict()):
         vae_weights = {k[len("vae."):]: v for k, v in weights.items() if k.startswith("vae.")}
         if not vae_weights:

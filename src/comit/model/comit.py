@@ -9,6 +9,7 @@ t = 1, reading the message with the decoding offset -loc(c_K), with APG guidance
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -22,12 +23,14 @@ from .config import AutoencoderConfig, ModelConfig
 from .conv_autoencoder import ConvAutoencoder
 from .crops import CropGrid, step_offsets
 from .fsq import FSQ
-from .guidance import guided_velocity
+from .guidance import check_guidance, guided_velocity
 from .solvers import integrate
 from .transformer import Transformer
 
 # Where the adaptive policy measures reconstruction error (see COMiT.tokenize).
 ERROR_SIGNALS = ("pixels", "latent")
+# Resampling (bicubic, Lanczos) overshoots [-1, 1] a little; 0..255 or 0..1-scaled-wrong input does not.
+IMAGE_RANGE_SLACK = 0.1
 
 
 @dataclass
@@ -293,6 +296,7 @@ class COMiT(nn.Module):
             noise: [B, C, h, w] starting noise at t = 0; drawn from ``generator`` when None.
             decode: return images in [-1, 1]; False returns latents.
         """
+        check_guidance(cfg_weight, apg_momentum)
         messages = self._check_messages(messages)
         batch = messages.shape[0]
         offsets = self._check_offsets(offsets, batch)
@@ -368,12 +372,18 @@ class COMiT(nn.Module):
                              "resize first (comit.data.load_image converts files)")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point in [-1, 1], got {images.dtype}")
+        _check_finite("images", images)
+        low, high = float(images.min()), float(images.max())
+        if low < -1 - IMAGE_RANGE_SLACK or high > 1 + IMAGE_RANGE_SLACK:
+            raise ValueError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]; "
+                             "map 0..255 pixels with x / 127.5 - 1 (comit.data.load_image does it)")
         return images.to(self.device, torch.float32)
 
     def _check_noise(self, noise: torch.Tensor, batch: int) -> torch.Tensor:
         expected = self.latent_shape(batch)
         if tuple(noise.shape) != expected:
             raise ValueError(f"noise must have shape {list(expected)}, got {list(noise.shape)}")
+        _check_finite("noise", noise)
         return noise.to(self.device, torch.float32)
 
     def _check_messages(self, messages: torch.Tensor) -> torch.Tensor:
@@ -385,17 +395,23 @@ class COMiT(nn.Module):
         if messages.dim() != 3 or messages.shape[1:] != (m, d):
             raise ValueError(f"messages must be FSQ codes [B, {m}, {d}] or token ids [B, {m}], "
                              f"got {list(messages.shape)}")
-        return messages.to(self.device, torch.float32)
+        _check_finite("messages", messages)
+        messages = messages.to(self.device, torch.float32)
+        self.quantizer.check_codes(messages)
+        return messages
 
     def _check_offsets(self, offsets: torch.Tensor, batch: int) -> torch.Tensor:
         if tuple(offsets.shape) != (batch, 2):
             raise ValueError(f"offsets must be [{batch}, 2] (Tokens.offsets), got {list(offsets.shape)}")
+        _check_finite("offsets", offsets)
         return offsets.to(self.device, torch.float32)
 
     @staticmethod
     def _check_error_signal(error_signal: str, error_budget: float | None) -> None:
         if error_signal not in ERROR_SIGNALS:
             raise ValueError(f"error_signal must be one of {ERROR_SIGNALS}, got {error_signal!r}")
+        if error_budget is not None and not (math.isfinite(error_budget) and error_budget >= 0):
+            raise ValueError(f"error_budget must be a finite mean squared error >= 0, got {error_budget}")
         if error_signal == "latent" and error_budget is not None:
             raise ValueError("error_budget is in pixel units; use it with error_signal='pixels'")
 
@@ -422,6 +438,11 @@ def build_autoencoder(config: AutoencoderConfig) -> Autoencoder:
     if config.kind == "conv":  # the architecture; its weights come with the checkpoint (vae.*)
         return ConvAutoencoder(config.conv)
     raise ValueError("this model was saved with a custom autoencoder: pass autoencoder=... to from_pretrained")
+
+
+def _check_finite(name: str, values: torch.Tensor) -> None:
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{name} hold NaN or Inf values; check what produced them")
 
 
 def _progress_bar(total: int, desc: str):

@@ -34,7 +34,7 @@ class AutoencoderConfig(BaseModel):
         architecture and the weights (``vae.*``), so it needs the folder no more.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["sd-vae", "pixel", "conv", "custom"] = "pixel"
     model_type: Literal["mse", "ema"] = "mse"
     hub_id: str | None = None
@@ -85,7 +85,7 @@ class ModelConfig(BaseModel):
     ``(image_size - crop_size) // (grid_size - 1)``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     hidden_size: int = Field(768, gt=0)
     depth: int = Field(12, gt=0)
     num_heads: int = Field(12, gt=0)

@@ -54,7 +54,7 @@ class ConvAutoencoderConfig(BaseModel):
         encoder's output is normalised with them (empty: not measured yet, identity).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     image_channels: int = Field(3, gt=0)
     latent_channels: int = Field(4, gt=0)
     downsample: int = Field(4, gt=1)

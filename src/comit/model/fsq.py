@@ -101,6 +101,16 @@ class FSQ(nn.Module):
         random_ids = torch.randint(0, self.codebook_size, codes.shape[:-1], device=codes.device)
         return torch.where(replace[..., None], self.indices_to_codes(random_ids), codes)
 
+    def check_codes(self, codes: torch.Tensor, tolerance: float = 1e-4) -> None:
+        """Refuse codes [..., D] off the code grid: decoding them would read values FSQ never writes."""
+        digits = codes.float() * self._half_levels + self._half_levels
+        off = (digits - torch.round(digits)).abs() > tolerance
+        off |= (digits < -tolerance) | (digits > self._levels - 1 + tolerance)
+        if bool(off.any()):
+            where = off.nonzero()[0].tolist()
+            raise ValueError(f"messages must be FSQ codes on the code grid (Tokens.messages or token ids), got "
+                             f"{float(codes[tuple(where)]):.4g} at {where}")
+
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [..., D] in [-1, 1] -> int64 ids [...]."""
         digits = torch.round(codes.float() * self._half_levels + self._half_levels).long()

@@ -10,11 +10,20 @@ the unconditional pass is skipped; otherwise both branches run as one batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def check_guidance(cfg_weight: float, apg_momentum: float) -> None:
+    """Refuse a guidance weight or momentum that would paint NaN or garbage images."""
+    if not math.isfinite(cfg_weight):
+        raise ValueError(f"cfg_weight (--cfg) must be a finite number (1: no guidance), got {cfg_weight}")
+    if not (math.isfinite(apg_momentum) and -1 < apg_momentum < 1):
+        raise ValueError(f"apg_momentum must lie in (-1, 1) (the paper's: -0.5), got {apg_momentum}")
 
 
 def needs_unconditional(cfg_weight: float) -> bool:

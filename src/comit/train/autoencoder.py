@@ -29,7 +29,7 @@ from ..model.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
 class AutoencoderTrainConfig(BaseModel):
     """Everything one autoencoder run needs; ``architecture`` is the autoencoder itself."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     data: str = "shapes"
     image_size: int = Field(64, gt=0)
     architecture: ConvAutoencoderConfig = Field(default_factory=ConvAutoencoderConfig)

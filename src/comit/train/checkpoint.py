@@ -16,7 +16,6 @@ are ignored and cleaned up.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..atomic import publish
 
 WEIGHTS = "training.safetensors"
 STATE = "state.json"
@@ -65,11 +66,9 @@ def save_checkpoint(folder: Path, step: int, model: dict[str, torch.Tensor], ema
         save_file(tensors, staging / WEIGHTS)
         state = {"step": step, "optimizer": optim_meta, **extra}
         (staging / STATE).write_text(json.dumps(state, indent=1) + "\n")
-        _fsync_dir(staging)
         if target.exists():  # a checkpoint of the same step from an earlier attempt
             shutil.rmtree(target)
-        os.replace(staging, target)
-        _fsync_dir(folder)
+        publish(staging, target)  # files flushed, then one rename: a torn checkpoint cannot exist
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -127,15 +126,3 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         param, _, name = key.partition(".")
         state.setdefault(int(param), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable; a no-op where directories cannot be opened (Windows)."""
-    try:
-        handle = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
+
 Table = Sequence[Mapping[str, object]]
 
 _DPI = 120
@@ -63,13 +65,9 @@ def _groups(table: Table, hue: str | None) -> dict[str, list[Mapping[str, object
 def _save(figure, path: str | os.PathLike) -> Path:
     """Write the figure next to ``path`` and rename it in place: no half-written PNG."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     try:
-        figure.savefig(temporary, dpi=_DPI, bbox_inches="tight")
-        os.replace(temporary, path)
+        atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=_DPI, bbox_inches="tight"))
     finally:
-        temporary.unlink(missing_ok=True)
         _pyplot().close(figure)
     return path
 

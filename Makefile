@@ -8,7 +8,7 @@ STAMP := $(VENV)/.comit-installed
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -q
+
+quality: $(STAMP)
+	BIN=$(BIN) scripts/quality.sh bundled eval/quality 128
 
 bench: $(STAMP)
 	$(BIN)/comit bench --size B --out benchmarks/latest

@@ -42,6 +42,7 @@ def test_overrides_bare_and_dotted():
     ("max_steps=many", "loop.max_steps: Input should be a valid integer"),
     ("max_crops=11", "step.max_crops 11 exceeds the 10 crops"),
     ("model.attention=released", "training uses attention: hard"),
+    ("optim.schedule=wsd", "optim.schedule wsd needs optim.decay_steps >= 1"),
     ("noequals", "unexpected argument"),
 ])
 def test_bad_values_fail_before_any_work(tmp_path, override, message):

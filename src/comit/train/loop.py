@@ -84,13 +84,21 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 8_191 + rank * 131) % (2 ** 63)
 
 
-def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", total: int = 1) -> float:
+class TrainingDiverged(ValueError):
+    """The loss or the gradient became NaN or Inf; the step that made it was not applied."""
+
+
+def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt", total: int = 1,
+                  decay_steps: int = 0) -> float:
     """Linear warm-up to ``peak`` over ``warmup`` steps, then ``schedule``: ``inverse_sqrt``
-    (peak * sqrt(warmup / step), the paper's), ``constant``, or ``cosine`` (to 0 at ``total``)."""
+    (peak * sqrt(warmup / step), the paper's), ``constant``, ``cosine`` (to 0 at ``total``), or
+    ``wsd`` (constant, then linear to 0 over the last ``decay_steps`` before ``total``)."""
     if warmup and step < warmup:
         return peak * (step + 1) / warmup
     if schedule == "constant":
         return peak
+    if schedule == "wsd":
+        return peak * min(1.0, max(0.0, (total - step) / max(1, decay_steps)))
     if schedule == "cosine":
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * peak * (1 + math.cos(math.pi * progress))
@@ -182,10 +190,11 @@ class Trainer:
     # -------------------------------------------------------------- the loop
     def run(self) -> Path:
         cfg = self.config
-        if self.process.is_main:
-            self.prepare_output()
+        # The data is checked before the run folder is touched: a bad dataset leaves nothing behind.
         dataset = build_dataset(cfg.data.dataset, cfg.model.image_size, split="train",
                                 **({"flip": True} if cfg.data.flip else {}))
+        if self.process.is_main:
+            self.prepare_output()
         batches = StepBatches(len(dataset), cfg.optim.batch_size, cfg.optim.grad_accum, self.process.rank,
                               self.process.world_size, cfg.loop.seed, start_step=self.start_step)
         loader = iter(step_loader(dataset, batches, cfg.data.num_workers, self.process.device.type == "cuda"))
@@ -228,25 +237,37 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         totals: dict[str, float] = {}
+        global_only = step < cfg.step.global_warmup_steps
         for micro in range(cfg.optim.grad_accum):
             images = next(loader)["image"].to(self.process.device, non_blocking=True)
             teacher = self.teacher(images) if self.teacher is not None else None
             last = micro + 1 == cfg.optim.grad_accum
             sync = self.forward.no_sync() if self.process.distributed and not last else _nothing()
             with sync, torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                result = self.forward(images, teacher)
+                result = self.forward(images, teacher, global_only=global_only)
                 (result.loss / cfg.optim.grad_accum).backward()
             for name, value in {"loss": result.loss, **result.terms}.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.optim.grad_accum
         grad_norm = self.clip_gradients()
+        if not (math.isfinite(totals["loss"]) and math.isfinite(grad_norm)):
+            raise self.diverged(step, totals["loss"], grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.update_ema(step)
         return totals, grad_norm
 
+    def diverged(self, step: int, loss: float, grad_norm: float) -> "TrainingDiverged":
+        """Nothing was updated: the weights on disk and in memory are those of the last finite step."""
+        last = latest_checkpoint(self.out / "checkpoints")
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        return TrainingDiverged(f"training diverged at step {step + 1} (loss {loss:.4g}, gradient norm "
+                                f"{grad_norm:.4g}); the weights were not updated and {kept}: resume it with a "
+                                "lower optim.lr or a grad_clip")
+
     def lr(self, step: int) -> float:
         optim = self.config.optim
-        return learning_rate(step, optim.lr, optim.warmup_steps, optim.schedule, self.config.loop.max_steps)
+        return learning_rate(step, optim.lr, optim.warmup_steps, optim.schedule, self.config.loop.max_steps,
+                             optim.decay_steps)
 
     def clip_gradients(self) -> float:
         clip = self.config.optim.grad_clip

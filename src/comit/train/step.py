@@ -76,13 +76,18 @@ class TrainingStep(nn.Module):
             self.model.vae.eval()  # a frozen autoencoder keeps its inference behaviour
         return self
 
-    def forward(self, images: torch.Tensor, teacher: TeacherFeatures | None = None) -> StepResult:
+    def forward(self, images: torch.Tensor, teacher: TeacherFeatures | None = None,
+                global_only: bool = False) -> StepResult:
+        """One step's loss; ``global_only``: every sequence is the global crop alone (the warm-up)."""
         model, cfg = self.model, self.config
         batch = images.shape[0]
         with torch.no_grad():
             x1 = encode(model.vae, images)
-        crops = sample_sequences(batch, model.crops, cfg.min_crops, self.max_crops, cfg.global_first_p,
-                                 cfg.crop_positions)
+        if global_only:
+            crops = sample_sequences(batch, model.crops, 1, 1, 1.0, cfg.crop_positions)
+        else:
+            crops = sample_sequences(batch, model.crops, cfg.min_crops, self.max_crops, cfg.global_first_p,
+                                     cfg.crop_positions)
 
         # 2. Write the message: K - 1 updates without gradient, the last one with it.
         messages = model.empty_message(batch)

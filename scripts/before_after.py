@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Reconstructions of the same val images by two models, one column per image, for the docs.
+
+    .venv/bin/python scripts/before_after.py OLD_MODEL NEW_MODEL -o docs/figures/before-after.png
+
+Rows: the val image, OLD's and NEW's reconstruction (global crop then all 9 local crops in raster
+order, 10 Euler steps, guidance 1, the same noise), each captioned with its PSNR.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from comit import COMiT
+from comit.data import build_dataset
+from comit.train.validation import psnr_of
+from comit.viz.figures import Panel, display_scale, panel_grid, upscale
+
+
+def reconstruct(model: COMiT, images: torch.Tensor, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = model.tokenize(images, global_crop=True, order="raster_scan", num_crops=None, generator=generator)
+    noise = torch.randn(model.latent_shape(images.shape[0]), generator=generator)
+    return model.detokenize(tokens.messages, tokens.offsets, num_steps=10, cfg_weight=1.0, noise=noise).clamp(-1, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--labels", nargs=2, default=["before", "after"])
+    parser.add_argument("-n", "--num-images", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_flush_denormal(True)
+    models = [COMiT.from_pretrained(name).eval() for name in (args.old, args.new)]
+    size = models[1].config.image_size
+    data = build_dataset("shapes", size, split="val")
+    images = torch.stack([data[i]["image"] for i in range(args.num_images)])
+    scale = display_scale(size, 128)
+    rows = [[Panel(upscale(image, scale), ["val image", f"#{i}"]) for i, image in enumerate(images)]]
+    with torch.no_grad():
+        for label, model in zip(args.labels, models):
+            pictures = reconstruct(model, images, args.seed)
+            rows.append([Panel(upscale(picture, scale), [label, f"{psnr_of(picture[None], image[None]):.1f} dB"])
+                         for picture, image in zip(pictures, images)])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    panel_grid([panel for row in rows for panel in row], columns=args.num_images).save(args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()

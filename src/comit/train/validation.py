@@ -6,7 +6,9 @@ every local crop in raster order) and paints them back from fixed noise, with gu
 * ``psnr``: 10 Euler steps, against the own image;
 * ``psnr_one_step``: one Euler step (what the message alone says, before the sampler refines it);
 * ``psnr_other``: the 10-step reconstructions against another val image (the next one);
-  ``psnr_gain`` = ``psnr`` - ``psnr_other``, 0 when the decoder ignores the message.
+  ``psnr_gain`` = ``psnr`` - ``psnr_other``, 0 when the decoder ignores the message;
+* ``psnr_local``: 10 steps from the message of the 9 local crops alone (raster order, no global
+  crop), the half of the training sequences that never see the whole image.
 
 The loss cannot tell these apart: a decoder that ignores the message can reach a low flow loss at
 most noise levels. Records go to ``val.jsonl`` in the run folder, one per evaluation.
@@ -29,6 +31,7 @@ class ValidationResult:
     psnr: float
     psnr_one_step: float
     psnr_other: float
+    psnr_local: float
 
     @property
     def psnr_gain(self) -> float:
@@ -49,7 +52,7 @@ def psnr_of(reconstructions: torch.Tensor, images: torch.Tensor) -> float:
 def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, seed: int = 0,
              batch_size: int = 64) -> ValidationResult:
     """Score ``model`` on ``images`` [N, 3, S, S] in [-1, 1] (at least two, for the other-image PSNR)."""
-    full, one = [], []
+    full, one, local = [], [], []
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start:start + batch_size].to(model.device)
         generator = torch.Generator().manual_seed(seed + start)
@@ -58,8 +61,13 @@ def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, se
         for steps, out in ((10, full), (1, one)):
             out.append(model.detokenize(tokens.messages, tokens.offsets, num_steps=steps, cfg_weight=1.0,
                                         noise=noise).cpu())
+        local_tokens = model.tokenize(chunk, global_crop=False, order="raster_scan", num_crops=None,
+                                      generator=generator)
+        local.append(model.detokenize(local_tokens.messages, local_tokens.offsets, num_steps=10, cfg_weight=1.0,
+                                      noise=noise).cpu())
     full_images, one_step = torch.cat(full), torch.cat(one)
     images = images.cpu()
     return ValidationResult(step=step, images_seen=images_seen, psnr=psnr_of(full_images, images),
                             psnr_one_step=psnr_of(one_step, images),
-                            psnr_other=psnr_of(full_images, images.roll(1, dims=0)))
+                            psnr_other=psnr_of(full_images, images.roll(1, dims=0)),
+                            psnr_local=psnr_of(torch.cat(local), images))

@@ -101,6 +101,50 @@ def test_data_space_flow_loss_scores_the_clean_image_guess():
         flow_matching_loss(velocity, x1, noise, t, "velocity", space="data")
 
 
+def test_seen_pixels_are_the_union_of_each_images_own_crops(grid):
+    torch.manual_seed(0)
+    crops = sample_sequences(16, grid, 1, 10, 0.5)
+    seen = crops.seen(64)
+    for b in range(16):
+        expected = torch.zeros(64, 64, dtype=torch.bool)
+        for k in range(int(crops.count[b])):
+            top, left, size = int(crops.top[k, b]), int(crops.left[k, b]), int(crops.size[k, b])
+            expected[top:top + size, left:left + size] = True
+        assert torch.equal(seen[b, 0], expected), b
+
+
+def test_weighted_flow_loss_is_a_weighted_mean():
+    torch.manual_seed(0)
+    velocity, x1, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    plain = flow_matching_loss(velocity, x1, noise)
+    assert torch.allclose(flow_matching_loss(velocity, x1, noise, weights=torch.ones(2, 1, 8, 8)), plain)
+    half = torch.zeros(2, 1, 8, 8)
+    half[..., :4] = 1
+    only_left = (velocity - (x1 - noise))[..., :4].pow(2).mean()
+    assert torch.allclose(flow_matching_loss(velocity, x1, noise, weights=half), only_left)
+
+
+def test_unseen_weight_scores_only_what_the_crops_showed(monkeypatch):
+    """step.unseen_weight=0: the flow loss ignores latent cells no crop of the sequence showed
+    (cells of guidance-dropout samples all count); 1 is the paper's loss."""
+    torch.manual_seed(0)
+    model = randomize(COMiT(tiny_config()))
+    step = TrainingStep(model, StepConfig(unseen_weight=0.0, unconditional_p=0.0), teacher_dim=None)
+    seen_mask = {}
+    real = flow_matching_loss
+
+    def spy(*args, weights=None, **kwargs):
+        seen_mask["weights"] = weights
+        return real(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr("comit.train.step.flow_matching_loss", spy)
+    step(torch.rand(8, 3, 64, 64) * 2 - 1)
+    weights = seen_mask["weights"]
+    assert weights.shape == (8, 1, 64, 64) and float(weights.min()) == 0.0 and float(weights.max()) == 1.0
+    TrainingStep(model, StepConfig(), teacher_dim=None)(torch.rand(2, 3, 64, 64) * 2 - 1)
+    assert seen_mask["weights"] is None
+
+
 def test_crop_count_is_uniform_for_each_kind_of_sequence(grid):
     """K in 1..10 on a 3x3 grid: without the global crop K is uniform over 1..9 (P = 1/9 = 0.111
     each, ± 0.02 over ~10,000 sequences; clamping a draw of 1..10 gave P(K = 9) = 0.2), with it

@@ -29,7 +29,7 @@ from .transformer import Transformer
 
 # Where the adaptive policy measures reconstruction error (see COMiT.tokenize).
 ERROR_SIGNALS = ("pixels", "latent")
-# Resampling (bicubic, Lanczos) overshoots [-1, 1] a little; 0..255 or 0..1-scaled-wrong input does not.
+# Resampling (bicubic, Lanczos) overshoots [-1, 1] a little; pixels left in 0..255 overshoot by far.
 IMAGE_RANGE_SLACK = 0.1
 
 

@@ -97,6 +97,11 @@ class StepConfig(_Section):
         after training. The flow loss reaches the encoder only through a decoder that must first
         learn to read the message, and small runs stall there (docs/training.md); the readout gives
         the encoder a direct signal to write what the image is from the first step.
+    unseen_weight: weight of the flow loss on the latent cells no crop of the sequence has shown
+        (1: the paper's loss on the whole latent; guidance-dropout samples always count everywhere).
+        A message written from a few local crops predicts little of the rest, and the loss there
+        teaches the decoder to lean on the noisy input rather than on the message
+        (docs/training.md, "Local crops").
     global_warmup_steps: a curriculum (0: off, the paper has none): for the first so many optimiser
         steps every sequence is the global crop alone, from m0, with the gradient through that one
         write; the sequences above follow. With the paper's sequences from step 0, the gradient
@@ -125,6 +130,7 @@ class StepConfig(_Section):
     saturation_weight: float = Field(0.0, ge=0)
     readout_weight: float = Field(0.0, ge=0)
     saturation_radius: float = Field(2.0, gt=0)
+    unseen_weight: float = Field(1.0, ge=0, le=1)
     global_warmup_steps: int = Field(0, ge=0)
 
 

@@ -12,7 +12,8 @@ from ..model.transformer import MIN_REMAINING_TIME, velocity_from_data
 
 
 def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | None = None,
-                       prediction: str = "velocity", space: str = "velocity") -> torch.Tensor:
+                       prediction: str = "velocity", space: str = "velocity",
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared error to the straight path's velocity: x_t = t x1 + (1 - t) noise moves at x1 - noise.
 
     A data-predicting head turns its clean-image guess into a velocity with 1 - t clamped
@@ -22,6 +23,9 @@ def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Te
     ``space="data"`` (data-predicting heads only) scores the clean-image guess itself,
     ||x1_hat - x1||², which is the velocity error times (1 - t)²: every t counts alike, where the
     velocity loss weights the nearly clean end (where the message hardly matters) by up to 400x.
+
+    ``weights`` (broadcast over the latent, e.g. [B, 1, h, w]) make it a weighted mean: the mean
+    of ``weights`` x squared error over the mean of ``weights``, so all-ones weights change nothing.
     """
     tt = t.view(-1, *([1] * (x1.dim() - 1))) if t is not None else None
     if space == "data":
@@ -29,12 +33,16 @@ def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Te
             raise ValueError("a data-space flow loss needs a data-predicting head (model.prediction: data)")
         xt = tt * x1 + (1 - tt) * noise
         remaining = (1 - tt).clamp(min=MIN_REMAINING_TIME)
-        return F.mse_loss((xt + remaining * velocity.float()), x1.float())
-    if prediction == "data":
-        target = velocity_from_data(x1, tt * x1 + (1 - tt) * noise, t)
+        guess, target = xt + remaining * velocity.float(), x1
+    elif prediction == "data":
+        guess, target = velocity, velocity_from_data(x1, tt * x1 + (1 - tt) * noise, t)
     else:
-        target = x1 - noise
-    return F.mse_loss(velocity.float(), target.float())
+        guess, target = velocity, x1 - noise
+    squared = (guess.float() - target.float()) ** 2
+    if weights is None:
+        return squared.mean()
+    weights = weights.float().expand_as(squared)
+    return (weights * squared).mean() / weights.mean().clamp_min(1e-12)
 
 
 def negative_cosine(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,6 +44,15 @@ class CropSequences:
         """Index [B] of each image's last crop."""
         return self.count - 1
 
+    def seen(self, image_size: int) -> torch.Tensor:
+        """[B, 1, S, S] bool: the pixels some crop of each image's sequence has shown."""
+        pixels = torch.arange(image_size)
+        used = torch.arange(self.length)[:, None] < self.count[None]                        # [K, B]
+        rows = (pixels >= self.top[..., None]) & (pixels < (self.top + self.size)[..., None])  # [K, B, S]
+        cols = (pixels >= self.left[..., None]) & (pixels < (self.left + self.size)[..., None])
+        inside = rows[..., :, None] & cols[..., None, :] & used[..., None, None]            # [K, B, S, S]
+        return inside.any(dim=0)[:, None]
+
 
 def crops_available(num_local: int, global_first_p: float) -> int:
     """Most crops one image can take: every local crop, plus the global one when it can come first."""

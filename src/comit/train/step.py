@@ -109,7 +109,9 @@ class TrainingStep(nn.Module):
         tt = t.view(-1, 1, 1, 1)
         xt = tt * x1 + (1 - tt) * noise
         out = model.predictor(xt, t, messages, -last_location, with_queries=False)
-        terms = {"fm": flow_matching_loss(out.velocity, x1, noise, t, model.config.prediction, cfg.flow_loss)}
+        weights = self.flow_weights(crops, conditional, x1) if cfg.unseen_weight < 1 else None
+        terms = {"fm": flow_matching_loss(out.velocity, x1, noise, t, model.config.prediction, cfg.flow_loss,
+                                          weights=weights)}
         if cfg.saturation_weight > 0:
             terms["saturation"] = saturation_penalty(raw, cfg.saturation_radius)
 
@@ -162,6 +164,14 @@ class TrainingStep(nn.Module):
             raw[on_device] = written
             updated[on_device] = self.model.quantizer(written)
         return updated, raw
+
+    def flow_weights(self, crops: CropSequences, conditional: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """[B, 1, h, w]: 1 where a crop of the sequence showed the latent cell (or the sample decodes
+        from m0), ``unseen_weight`` elsewhere."""
+        seen = crops.seen(self.model.config.image_size).float()
+        seen = F.adaptive_avg_pool2d(seen, x1.shape[-2:]).to(x1.device)  # the share of each cell's pixels
+        seen = torch.where(conditional[:, None, None, None], seen, torch.ones_like(seen))
+        return self.config.unseen_weight + (1 - self.config.unseen_weight) * seen
 
     def offsets(self, crops: CropSequences, column: torch.Tensor) -> torch.Tensor:
         """a_k = loc_k - loc_{k-1}, zero for each image's first crop."""

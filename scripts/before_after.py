@@ -21,10 +21,9 @@ from comit.viz.figures import Panel, display_scale, panel_grid, upscale
 
 
 def reconstruct(model: COMiT, images: torch.Tensor, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    tokens = model.tokenize(images, global_crop=True, order="raster_scan", num_crops=None, generator=generator)
-    noise = torch.randn(model.latent_shape(images.shape[0]), generator=generator)
-    return model.detokenize(tokens.messages, tokens.offsets, num_steps=10, cfg_weight=1.0, noise=noise).clamp(-1, 1)
+    pictures = model.reconstruct(images, global_crop=True, order="raster_scan", num_crops=None, num_steps=10,
+                                 cfg_weight=1.0, generator=torch.Generator().manual_seed(seed))
+    return pictures.clamp(-1, 1)
 
 
 def main() -> None:

@@ -215,10 +215,11 @@ def train_autoencoder(
         precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 where the CPU/GPU has it.")] = "fp32",
         seed: SeedOption = 0):
     """Train the small convolutional autoencoder that models of our own use as latent space."""
-    from .model.conv_autoencoder import ConvAutoencoderConfig
-    from .train.autoencoder import AutoencoderTrainConfig, train_autoencoder as run
-
     from pydantic import ValidationError
+
+    from .model.conv_autoencoder import ConvAutoencoderConfig
+    from .pydantic_errors import first_error
+    from .train.autoencoder import AutoencoderTrainConfig, train_autoencoder as run
 
     try:
         architecture = ConvAutoencoderConfig(latent_channels=latent_channels, downsample=downsample, width=width)
@@ -226,9 +227,8 @@ def train_autoencoder(
                                         batch_size=batch_size, lr=lr, latent_noise=latent_noise,
                                         precision=precision, seed=seed)
     except ValidationError as error:  # one line naming the option, not pydantic's report
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ValueError(f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}") from None
+        where, message = first_error(error)
+        raise ValueError(f"{where + ': ' if where else ''}{message.removeprefix('Value error, ')}") from None
     result = run(config, out)
     typer.echo(f"autoencoder: {result.directory}  val PSNR {result.val_psnr:.2f} dB on {result.val_images} images, "
                f"{result.wall_time_s / 60:.1f} min")

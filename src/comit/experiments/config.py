@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..pydantic_errors import first_error
 from ..train.config import ConfigError, TrainConfig, load_config, parse_override, set_dotted
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "configs"
@@ -182,9 +183,8 @@ def load_experiment(name_or_path: str | Path, overrides: list[str] | None = None
     try:
         config = ExperimentConfig(**raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "experiment"
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from error
+        where, message = first_error(error)
+        raise ConfigError(f"{path}: {where or 'experiment'}: {message}") from error
     if arms is not None:
         config = select_arms(config, arms)
     check_units(config)

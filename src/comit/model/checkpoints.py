@@ -21,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..atomic import atomic_write
+from ..pydantic_errors import first_error
 from .config import AutoencoderConfig, ModelConfig
 from .transformer import Transformer
 
@@ -88,9 +89,8 @@ def read_config(directory: Path) -> tuple[ModelConfig, bool]:
         if "predictor" in raw:
             return released_to_config(raw), True
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CheckpointError(f"{config_path}: invalid config value at {where}: {first['msg']}") from error
+        where, message = first_error(error)
+        raise CheckpointError(f"{config_path}: invalid config value at {where}: {message}") from error
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{config_path}: missing or malformed entry {error}") from error
     raise CheckpointError(f"{config_path} is neither a COMiT config (format={FORMAT!r}) nor the released "

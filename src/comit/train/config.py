@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..model.config import MODEL_SIZES, ModelConfig
+from ..pydantic_errors import first_error
 from .sequences import crops_available
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -316,9 +317,8 @@ def validate_config(raw: dict, source: str = "config") -> TrainConfig:
     try:
         return TrainConfig(**raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise ConfigError(f"{source}: {where}: {first['msg']}") from error
+        where, message = first_error(error)
+        raise ConfigError(f"{source}: {where or 'config'}: {message}") from error
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -83,11 +83,9 @@ class TrainingStep(nn.Module):
         batch = images.shape[0]
         with torch.no_grad():
             x1 = encode(model.vae, images)
-        if global_only:
-            crops = sample_sequences(batch, model.crops, 1, 1, 1.0, cfg.crop_positions)
-        else:
-            crops = sample_sequences(batch, model.crops, cfg.min_crops, self.max_crops, cfg.global_first_p,
-                                     cfg.crop_positions)
+        fewest, most, global_first_p = (1, 1, 1.0) if global_only else \
+            (cfg.min_crops, self.max_crops, cfg.global_first_p)
+        crops = sample_sequences(batch, model.crops, fewest, most, global_first_p, cfg.crop_positions)
 
         # 2. Write the message: K - 1 updates without gradient, the last one with it.
         messages = model.empty_message(batch)

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bundle_model.py runs/shapes-small --command "comit train shapes-small ..."
 
 Writes ``src/comit/assets/comit-shapes/`` (config.json, model.safetensors in float16 to keep the
-package small) and ``provenance.json``: the training command, steps, images seen, wall time,
+package small, the model card README.md) and ``provenance.json``: the training command, steps, images seen, wall time,
 machine, date and the last logged losses, so the README can say how the model was made.
 """
 
@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from comit import COMiT
-from comit.bench.machine import cpu_model
+from comit.devices import cpu_model
 from comit.atomic import atomic_write
 from comit.model.checkpoints import BUNDLED_DIR
+from comit.model.model_card import MODEL_CARD_NAME
 
 
 def main() -> None:
@@ -34,7 +35,6 @@ def main() -> None:
 
     model = COMiT.from_pretrained(args.run / "model")
     records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    model.save_pretrained(args.out, dtype=torch.float16)
     last = records[-1]
     batch = model_batch(args.run)
     provenance = {
@@ -47,6 +47,8 @@ def main() -> None:
         "last_logged": {key: round(value, 4) if isinstance(value, float) else value for key, value in last.items()},
         "weights": "EMA, stored as float16",
     }
+    (args.out / MODEL_CARD_NAME).unlink(missing_ok=True)  # the card describes the new model
+    model.save_pretrained(args.out, dtype=torch.float16, model_card_kwargs={"provenance": provenance})
     atomic_write(args.out / "provenance.json", lambda tmp: Path(tmp).write_text(json.dumps(provenance, indent=2) + "\n"))
     print(json.dumps(provenance, indent=2))
 

@@ -20,7 +20,7 @@ def assert_same_model(a: COMiT, b: COMiT):
 
 def test_round_trip_is_exact(tmp_path, tiny_model, tiny_images):
     directory = tiny_model.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = COMiT.from_pretrained(directory)
     assert loaded.config == tiny_model.config
     assert_same_model(loaded, tiny_model)
@@ -175,7 +175,7 @@ def test_save_is_atomic(tmp_path, tiny_model, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         tiny_model.save_pretrained(directory)
     assert (directory / "model.safetensors").read_bytes() == before
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
 def test_geometry_is_validated():

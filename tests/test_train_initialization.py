@@ -1,9 +1,10 @@
 """Training-time initialisation of the message/query stream (config section ``init``)."""
 
+import pytest
 import torch
 
 from comit.model.comit import COMiT
-from comit.train.config import InitConfig, load_config
+from comit.train.config import ConfigError, InitConfig, load_config
 from comit.train.initialization import initialize_message_stream
 from comit.train.loop import build_model
 
@@ -88,3 +89,22 @@ def test_tied_query_key_starts_attention_as_similarity():
         assert torch.equal(weight[:width], weight[width:2 * width])
         assert torch.allclose(weight[:width], 2.0 * old[:width])
         assert torch.equal(weight[2 * width:], old[2 * width:])
+
+
+def test_fine_tuning_starts_from_the_saved_transformer(tmp_path):
+    saved = build_model(load_config("tiny", ["message_gate=0.5"]))
+    with torch.no_grad():
+        for param in saved.predictor.parameters():
+            param.add_(0.01)
+    saved.save_pretrained(tmp_path / "saved")
+    tuned = build_model(load_config("tiny", [f"init.weights={tmp_path / 'saved'}"]))
+    for (name, want), got in zip(saved.predictor.state_dict().items(), tuned.predictor.state_dict().values()):
+        assert torch.equal(want, got), name
+    fresh = build_model(load_config("tiny"))
+    assert not torch.equal(fresh.predictor.blocks[0].attn.qkv.weight, tuned.predictor.blocks[0].attn.qkv.weight)
+
+
+def test_fine_tuning_refuses_another_architecture(tmp_path):
+    build_model(load_config("tiny")).save_pretrained(tmp_path / "saved")
+    with pytest.raises(ConfigError, match=r"another architecture than model \(depth 2 != 3"):
+        build_model(load_config("tiny", [f"init.weights={tmp_path / 'saved'}", "model.depth=3"]))

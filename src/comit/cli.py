@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, DeviceOption, GlobalCropOption, ModelOption,
-                          OrderOption, SolverOption, StepsOption)
+                          OrderOption, RevisionOption, SolverOption, StepsOption)
 from .cli_support import friendly_errors, load_model, parse_order
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,6 +20,20 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="COMiT: tokenize images crop by crop into discrete messages, and paint them back.")
+
+def show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"comit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                       help="Print the version and exit.")] = False):
+    """COMiT: tokenize images crop by crop into discrete messages, and paint them back."""
+
 
 NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default: 3; all for a list).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
@@ -61,11 +75,11 @@ def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files.")],
              output: Annotated[Path, typer.Option("--output", "-o", help="Tokens file (.safetensors).")],
              model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
              global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "cpu",
-             batch_size: BatchOption = 8):
+             batch_size: BatchOption = 8, revision: RevisionOption = None):
     """Turn images into token messages, saved to one safetensors file."""
     from .tokens_file import save_tokens
 
-    net = load_model(model, device)
+    net = load_model(model, device, revision)
     order_value = parse_order(order)
     tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
     settings = tokenize_settings(order_value, num_crops, global_crop, seed)
@@ -79,12 +93,13 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
                output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
                model: Annotated[Optional[str], typer.Option("--model", "-m", help="Default: the model named in the file.")] = None,
                steps: StepsOption = 10, cfg: CfgOption = 7.5, solver: SolverOption = "euler",
-               seed: SeedOption = 0, device: DeviceOption = "cpu", batch_size: BatchOption = 8):
+               seed: SeedOption = 0, device: DeviceOption = "cpu", batch_size: BatchOption = 8,
+               revision: RevisionOption = None):
     """Paint images back from a tokens file."""
     from .tokens_file import load_tokens
 
     loaded = load_tokens(tokens_file)
-    net = load_model(model or loaded.model, device)
+    net = load_model(model or loaded.model, device, revision)
     loaded.check_compatible(net)
     import torch
 
@@ -106,11 +121,11 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files."
                 model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
                 global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5,
                 solver: SolverOption = "euler", seed: SeedOption = 0, device: DeviceOption = "cpu",
-                batch_size: BatchOption = 8):
+                batch_size: BatchOption = 8, revision: RevisionOption = None):
     """Tokenize then detokenize images (what the message keeps of each)."""
     import torch
 
-    net = load_model(model, device)
+    net = load_model(model, device, revision)
     order_value = parse_order(order)
     tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
     generator = torch.Generator().manual_seed(seed)
@@ -125,14 +140,27 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files."
 
 @app.command()
 @friendly_errors
-def info(model: ModelOption = DEFAULT_MODEL):
+def info(model: ModelOption = DEFAULT_MODEL, revision: RevisionOption = None):
     """Print a model's configuration and size."""
     from .model.transformer import count_parameters
 
-    net = load_model(model)
+    net = load_model(model, revision=revision)
     summary = {"model": model, "parameters": count_parameters(net.predictor), "codebook_size": net.codebook_size,
                **net.config.model_dump()}
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+@friendly_errors
+def push(model: Annotated[str, typer.Argument(help="A saved model folder (from comit train or save_pretrained), or 'bundled'.")],
+         repo_id: Annotated[str, typer.Argument(help="Hub repository, owner/name (created if missing).")],
+         private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+         token: Annotated[Optional[str], typer.Option("--token", help="Hub token (default: huggingface-cli login's).")] = None,
+         message: Annotated[str, typer.Option("--message", help="Commit message.")] = "Upload COMiT model"):
+    """Upload a saved model to the Hugging Face hub, with a model card if it has none."""
+    from .model.hub import push_folder
+
+    typer.echo(f"pushed {model} to {repo_id}: {push_folder(model, repo_id, private=private or None, token=token, commit_message=message)}")
 
 
 def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, seed: int, batch_size: int):
@@ -191,11 +219,12 @@ def train(args: Annotated[Optional[list[str]], typer.Argument(
               help="[CONFIG] [key=value ...]: a shipped config name or YAML path, then overrides "
                    "such as max_steps=100 batch_size=8 optim.lr=1e-4.")] = None,
           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<name>).")] = None,
-          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False):
+          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False,
+          push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Upload the final model to this hub repository (owner/name).")] = None):
     """Train a COMiT model (under torchrun: one process per GPU, DDP)."""
     from .train.cli import run_training
 
-    run_training(args or [], out, resume)
+    run_training(args or [], out, resume, push_to_hub)
 
 
 @app.command(name="train-autoencoder")

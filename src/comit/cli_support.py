@@ -80,14 +80,14 @@ def fail(error: BaseException, message: str):
     raise typer.Exit(1) from None
 
 
-def load_model(name: str, device: str = "cpu"):
+def load_model(name: str, device: str = "cpu", revision: str | None = None):
     import torch
 
     from .devices import resolve_device
     from .model.comit import COMiT
 
     torch.set_flush_denormal(True)
-    return COMiT.from_pretrained(name, device=resolve_device(device))
+    return COMiT.from_pretrained(name, device=resolve_device(device), revision=revision)
 
 
 def parse_order(order: str):

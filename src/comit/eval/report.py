@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write
+from ..devices import describe_device
 
 
 def provenance(device: torch.device | str, seconds: float, command: Sequence[str] | None = None) -> dict:
     """Where, when and how a run happened; ``command`` defaults to this process's argv."""
     argv = list(command) if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
     device = torch.device(device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    where = describe_device(device)
     from .. import __version__
 
     return {"command": shlex.join(argv), "wall_time_s": round(seconds, 2),

@@ -12,10 +12,13 @@ Both formats are a directory with ``config.json`` and ``model.safetensors`` whos
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -44,9 +47,21 @@ class CheckpointError(ValueError):
 
 
 # ---------------------------------------------------------------------- locating
-def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """'bundled' is the model shipped in the package; a local directory is taken as is; anything else is taken as a hub id and fetched (or read from
-    the local cache when ``HF_HUB_OFFLINE=1``)."""
+@dataclass(frozen=True)
+class HubDownload:
+    """How a hub id is fetched: ``huggingface_hub.snapshot_download``'s own arguments."""
+
+    revision: str | None = None
+    cache_dir: str | Path | None = None
+    token: str | bool | None = None
+    local_files_only: bool = False
+    force_download: bool = False
+
+
+def resolve_checkpoint(name_or_path: str | Path, download: HubDownload = HubDownload()) -> Path:
+    """'bundled' is the model shipped in the package; a local directory is taken as is; anything
+    else is taken as a hub id and fetched (or read from the local cache when ``HF_HUB_OFFLINE=1``
+    or ``local_files_only``)."""
     if str(name_or_path) == BUNDLED_NAME:
         if not (BUNDLED_DIR / CONFIG_NAME).is_file():
             raise CheckpointError(f"the bundled model is missing from {BUNDLED_DIR}; reinstall comit or pass --model")
@@ -59,11 +74,8 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) ->
     name = str(name_or_path)
     if name.count("/") != 1 or name.startswith((".", "/", "~")):
         raise CheckpointError(f"no checkpoint directory {name!r}, and it is not a hub id of the form 'owner/name'")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     try:
-        return Path(snapshot_download(name, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(snapshot_download(name, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **asdict(download)))
     except LocalEntryNotFoundError as error:
         raise CheckpointError(f"hub model {name!r} is not in the local cache and cannot be downloaded "
                               "(offline?); download it once with network access or give a local directory") from error
@@ -169,8 +181,8 @@ def check_predictor_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...
 
 # ---------------------------------------------------------------------- load / save
 def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, attention: str | None = None,
-               device=None, revision: str | None = None) -> "COMiT":
-    directory = resolve_checkpoint(name_or_path, revision)
+               device=None, download: HubDownload = HubDownload()) -> "COMiT":
+    directory = resolve_checkpoint(name_or_path, download)
     config, released = read_config(directory)
     if attention is not None:
         config = config.model_copy(update={"attention": attention})

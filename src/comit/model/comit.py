@@ -16,14 +16,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
 from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
+from .checkpoints import HubDownload, load_model, save_model
 from .config import AutoencoderConfig, ModelConfig
 from .conv_autoencoder import ConvAutoencoder
 from .crops import CropGrid, step_offsets
 from .fsq import FSQ
 from .guidance import check_guidance, guided_velocity
+from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
 from .solvers import integrate
 from .transformer import Transformer
 
@@ -70,7 +73,8 @@ class ReconstructionError:
     mse: torch.Tensor
 
 
-class COMiT(nn.Module):
+class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=list(TAGS), paper_url=PAPER_URL,
+            license=DEFAULT_LICENSE):
     """The tokenizer: a shared transformer, an FSQ quantiser, an autoencoder and the crop grid.
 
     ``predictor`` and ``vae`` are named as in the released checkpoints, so ``state_dict()`` has
@@ -96,25 +100,46 @@ class COMiT(nn.Module):
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, autoencoder: Autoencoder | None = None,
-                        attention: str | None = None, device: str | torch.device | None = None,
-                        revision: str | None = None) -> "COMiT":
-        """Load a checkpoint directory or hub id, in this project's format or the released one.
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, autoencoder: Autoencoder | None = None,
+                        attention: str | None = None, device: str | torch.device | None = None, *,
+                        revision: str | None = None, cache_dir: str | Path | None = None,
+                        token: str | bool | None = None, local_files_only: bool = False,
+                        force_download: bool = False) -> "COMiT":
+        """Load ``"bundled"``, a checkpoint directory or a hub id, in this project's format or the released one.
 
         Released checkpoints get ``attention="released"`` unless told otherwise. ``autoencoder``
-        replaces the stored VAE (its weights are then ignored).
+        replaces the stored VAE (its weights are then ignored). ``revision``, ``cache_dir``,
+        ``token``, ``local_files_only`` and ``force_download`` go to ``huggingface_hub`` for hub ids.
         """
-        from .checkpoints import load_model
+        download = HubDownload(revision=revision, cache_dir=cache_dir, token=token,
+                               local_files_only=local_files_only, force_download=force_download)
+        return load_model(cls, pretrained_model_name_or_path, autoencoder=autoencoder, attention=attention,
+                          device=device, download=download)
 
-        return load_model(cls, name_or_path, autoencoder=autoencoder, attention=attention, device=device,
-                          revision=revision)
+    def save_pretrained(self, save_directory: str | Path, *, dtype: torch.dtype | None = None,
+                        config: None = None, repo_id: str | None = None, push_to_hub: bool = False,
+                        model_card_kwargs: dict | None = None, **push_to_hub_kwargs):
+        """Write ``config.json``, ``model.safetensors`` (each atomically) and a model card
+        (``README.md``, unless one is there) to ``save_directory``; returns the directory, or the
+        commit URL with ``push_to_hub=True``.
 
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (atomically) to ``directory``;
-        ``dtype=torch.float16`` halves the file (weights are cast back on loading)."""
-        from .checkpoints import save_model
+        ``dtype=torch.float16`` halves the file (weights are cast back on loading).
+        ``model_card_kwargs``: ``provenance`` (how it was trained), ``metrics`` (name -> value),
+        ``license`` (default Apache-2.0, as models trained by this library), ``repo_id``.
+        """
+        if config is not None:
+            raise TypeError("COMiT saves its own ModelConfig; save_pretrained takes no config=")
+        directory = save_model(self, save_directory, dtype=dtype)
+        if not (directory / MODEL_CARD_NAME).exists():
+            save_card(directory, self.generate_model_card(**{"repo_id": repo_id, **(model_card_kwargs or {})}))
+        if push_to_hub:
+            return self.push_to_hub(repo_id or directory.name, model_card_kwargs=model_card_kwargs,
+                                    **push_to_hub_kwargs)
+        return directory
 
-        return save_model(self, directory, dtype=dtype)
+    def generate_model_card(self, provenance: dict | None = None, metrics: dict | None = None,
+                            license: str = DEFAULT_LICENSE, repo_id: str | None = None) -> ModelCard:
+        return model_card(self.config, provenance=provenance, metrics=metrics, license=license, repo_id=repo_id)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -23,7 +23,7 @@ def split_arguments(args: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
-def run_training(args: list[str], out: Path | None, resume: bool) -> Path:
+def run_training(args: list[str], out: Path | None, resume: bool, push_to_hub: str | None = None) -> Path:
     from .loop import prepare_run, train
 
     config_name, overrides = split_arguments(args)
@@ -35,4 +35,8 @@ def run_training(args: list[str], out: Path | None, resume: bool) -> Path:
     model_dir = train(config, out, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"trained model: {model_dir}  (COMiT.from_pretrained({str(model_dir)!r}))", flush=True)
+        if push_to_hub:
+            from ..model.hub import push_folder
+
+            print(f"pushed to {push_to_hub}: {push_folder(model_dir, push_to_hub)}", flush=True)
     return model_dir

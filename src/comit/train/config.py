@@ -160,6 +160,11 @@ class InitConfig(_Section):
     message_embed_std: std of the learned message positions, query token and query positions
         (1.0, as the released code; 0.02, ViT's choice, was our default before 2026-12-01: then the
         query positions barely differ from one another and every query writes nearly the same code).
+    weights: fine-tuning: start the transformer from a saved COMiT model (``bundled``, a folder
+        written by ``comit train``/``save_pretrained`` or a hub id) instead of a fresh
+        initialisation; the other ``init`` fields are then unused. Its architecture must equal
+        ``model``; the training heads (projectors, readout), the optimiser and the step count start
+        fresh.
     """
 
     message_gate: float = 0.0
@@ -168,6 +173,7 @@ class InitConfig(_Section):
     query_key: Literal["independent", "tied"] = "independent"
     query_key_scale: float = Field(1.0, gt=0)
     message_embed_std: float = Field(1.0, gt=0)
+    weights: str | None = None
 
 
 class OptimConfig(_Section):

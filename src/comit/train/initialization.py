@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from ..model.checkpoints import (WEIGHTS_NAME, check_predictor_shapes, read_config, read_weight_shapes,
+                                 read_weights, resolve_checkpoint)
+from ..model.config import ModelConfig
 from ..model.transformer import Transformer
 from .config import ConfigError, InitConfig
 
@@ -42,3 +45,24 @@ def initialize_message_stream(predictor: Transformer, init: InitConfig) -> None:
             bias = modulation[-1].bias.view(NUM_CHUNKS, -1)
             for chunk in GATE_CHUNKS:
                 bias[chunk] = gate
+
+
+# Fields that do not shape the transformer: the autoencoder is built from the config's own entry,
+# and the attention kernel is a runtime choice.
+NOT_ARCHITECTURE = {"autoencoder", "attention"}
+
+
+@torch.no_grad()
+def start_from_weights(predictor: Transformer, config: ModelConfig, name_or_path: str) -> None:
+    """Copy a saved model's transformer into ``predictor`` (fine-tuning); its architecture must be ``config``'s."""
+    directory = resolve_checkpoint(name_or_path)
+    saved, _ = read_config(directory)
+    differing = [name for name, value in config.model_dump(exclude=NOT_ARCHITECTURE).items()
+                 if saved.model_dump(exclude=NOT_ARCHITECTURE).get(name) != value]
+    if differing:
+        shown = ", ".join(f"{name} {getattr(saved, name)} != {getattr(config, name)}" for name in differing[:3])
+        raise ConfigError(f"init.weights={name_or_path} has another architecture than model ({shown}); "
+                          "fine-tune with the same model section it was trained with")
+    check_predictor_shapes(config, read_weight_shapes(directory / WEIGHTS_NAME))
+    weights = read_weights(directory / WEIGHTS_NAME)
+    predictor.load_state_dict({k[len("predictor."):]: v for k, v in weights.items() if k.startswith("predictor.")})

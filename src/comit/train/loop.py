@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import build_dataset, save_image
+from ..devices import describe_device
 from ..model.autoencoders import SDVAE
 from ..atomic import atomic_write
 from ..model.comit import COMiT
@@ -34,7 +35,7 @@ from ..model.conv_autoencoder import ConvAutoencoder
 from .batches import StepBatches, step_loader
 from .checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, dump_config, load_config
-from .initialization import initialize_message_stream
+from .initialization import initialize_message_stream, start_from_weights
 from .step import TrainingStep
 from .teachers import build_teacher
 from .validation import validate
@@ -128,7 +129,10 @@ def build_model(config: TrainConfig) -> COMiT:
     elif config.model.autoencoder.kind == "custom":
         raise ConfigError("model.autoencoder.kind=custom cannot be trained from a config; use pixel or sd-vae")
     model = COMiT(config.model, autoencoder=autoencoder)
-    initialize_message_stream(model.predictor, config.init)
+    if config.init.weights is not None:
+        start_from_weights(model.predictor, config.model, config.init.weights)
+    else:
+        initialize_message_stream(model.predictor, config.init)
     return model
 
 
@@ -349,10 +353,19 @@ class Trainer:
     def save_final_model(self) -> Path:
         target = self.out / "model"
         if self.process.is_main:
-            self.ema_model().save_pretrained(target)
+            self.ema_model().save_pretrained(target, model_card_kwargs={"provenance": self.provenance()})
         if self.process.distributed:
             dist.barrier()
         return target
+
+
+    def provenance(self) -> dict:
+        """How the final model was made, for its model card."""
+        cfg = self.config
+        return {"command": f"comit train {self.out / 'config.yaml'}", "steps": cfg.loop.max_steps,
+                "images_seen": cfg.loop.max_steps * cfg.optim.batch_size, "data": cfg.data.dataset,
+                "machine": f"{self.process.world_size} x {describe_device(self.process.device)}, torch {torch.__version__}",
+                "date": time.strftime("%Y-%m-%d", time.gmtime()), "weights": "EMA"}
 
 
 def append_line(path: Path, step: int, record: dict) -> None:

@@ -1,0 +1,51 @@
+"""Sharing a saved model on the Hugging Face hub: ``comit push DIR REPO`` and ``comit train --push-to-hub``.
+
+``COMiT.push_to_hub`` (huggingface_hub's mixin) saves a model in memory and uploads it; this
+uploads a folder as it is on disk (e.g. the float16 bundled model, or a run's ``model/``), after
+checking that it loads and giving it a model card if it has none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_config, resolve_checkpoint
+from .model_card import MODEL_CARD_NAME, model_card, save_card
+
+PROVENANCE_NAME = "provenance.json"
+
+
+def read_provenance(directory: Path) -> dict | None:
+    """A saved model's ``provenance.json`` (how it was trained), or None without one."""
+    path = Path(directory) / PROVENANCE_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error.msg}); fix or delete it") from None
+
+
+def write_model_card(directory: Path, repo_id: str | None = None, metrics: dict | None = None) -> Path:
+    """Give a saved model folder a ``README.md`` card from its config and provenance (kept if one is there)."""
+    directory = Path(directory)
+    config, _ = read_config(directory)
+    return save_card(directory, model_card(config, provenance=read_provenance(directory), metrics=metrics,
+                                           repo_id=repo_id))
+
+
+def push_folder(name_or_path: str | Path, repo_id: str, private: bool | None = None, token: str | None = None,
+                commit_message: str = "Upload COMiT model") -> str:
+    """Upload a saved model folder (or ``bundled``) to ``repo_id``; returns the commit URL."""
+    directory = resolve_checkpoint(name_or_path)
+    if not (directory / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{directory} holds no {CONFIG_NAME}: give a folder written by save_pretrained or comit train")
+    write_model_card(directory, repo_id=repo_id)  # reads the config: a folder that would not load is not uploaded
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
+    info = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=directory, commit_message=commit_message,
+                             allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, PROVENANCE_NAME])
+    return str(getattr(info, "commit_url", info))

@@ -151,3 +151,24 @@ def test_console_script_entry_point(tiny_model_dir):
     bad = subprocess.run([sys.executable, "-m", "comit.cli", "info", "-m", "/nonexistent/dir/x"], capture_output=True,
                          text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and bad.stderr.startswith("error:")
+
+
+def test_help_and_version_do_not_import_torch():
+    """`comit --help` stays fast: torch (seconds to import) waits until a command runs."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom comit.cli import app\n"
+            "for args in (['--help'], ['--version'], ['train', '--help'], ['eval', '--help']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'gradio') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_public_names_resolve_lazily_and_are_the_library_s():
+    import comit
+    from comit.model.comit import COMiT, Tokens
+
+    assert comit.COMiT is COMiT and comit.Tokens is Tokens
+    assert set(comit.__all__) <= set(dir(comit))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        comit.nothing

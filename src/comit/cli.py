@@ -74,7 +74,7 @@ def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
 def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files.")],
              output: Annotated[Path, typer.Option("--output", "-o", help="Tokens file (.safetensors).")],
              model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
-             global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "cpu",
+             global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "auto",
              batch_size: BatchOption = 8, revision: RevisionOption = None):
     """Turn images into token messages, saved to one safetensors file."""
     from .tokens_file import save_tokens
@@ -93,7 +93,7 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
                output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
                model: Annotated[Optional[str], typer.Option("--model", "-m", help="Default: the model named in the file.")] = None,
                steps: StepsOption = 10, cfg: CfgOption = 7.5, solver: SolverOption = "euler",
-               seed: SeedOption = 0, device: DeviceOption = "cpu", batch_size: BatchOption = 8,
+               seed: SeedOption = 0, device: DeviceOption = "auto", batch_size: BatchOption = 8,
                revision: RevisionOption = None):
     """Paint images back from a tokens file."""
     from .tokens_file import load_tokens
@@ -120,7 +120,7 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files."
                 output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
                 model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
                 global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5,
-                solver: SolverOption = "euler", seed: SeedOption = 0, device: DeviceOption = "cpu",
+                solver: SolverOption = "euler", seed: SeedOption = 0, device: DeviceOption = "auto",
                 batch_size: BatchOption = 8, revision: RevisionOption = None):
     """Tokenize then detokenize images (what the message keeps of each)."""
     import torch

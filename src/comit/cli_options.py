@@ -12,7 +12,7 @@ import typer
 DEFAULT_MODEL = "bundled"
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
 RevisionOption = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub id.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ... ('auto': cuda if available).")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, ...")]
 OrderOption = Annotated[str, typer.Option("--order", help="raster_scan | random | adaptive | comma list, e.g. 4,1,7.")]
 GlobalCropOption = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
 StepsOption = Annotated[int, typer.Option("--steps", help="Decoding steps.")]

@@ -80,7 +80,7 @@ def fail(error: BaseException, message: str):
     raise typer.Exit(1) from None
 
 
-def load_model(name: str, device: str = "cpu", revision: str | None = None):
+def load_model(name: str, device: str = "auto", revision: str | None = None):
     import torch
 
     from .devices import resolve_device

@@ -1,7 +1,6 @@
 """Benchmarks on random weights: matmul peak, predictor forward, tokenize, detokenize, each fast
-path against the plain path, and (when the training code is present) a training step."""
+path against the plain path, and (when the training code is present) a training step.
 
-from .setup import BenchSettings
-from .suite import run_benchmark, write_results
-
-__all__ = ["BenchSettings", "run_benchmark", "write_results"]
+The parts: ``setup`` (BenchSettings), ``suite`` (run_benchmark, write_results), ``sections`` (each
+measurement), ``command`` (the CLI; imports nothing heavy until it runs).
+"""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .setup import ATTENTION_MODES, SECTIONS
+from .names import ATTENTION_MODES, SECTIONS
 
 
 def _names(value: str) -> tuple[str, ...]:

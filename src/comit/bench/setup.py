@@ -15,10 +15,9 @@ from ..model.acceleration import check_precision
 from ..model.autoencoders import SDVAE
 from ..model.comit import COMiT
 from ..model.config import MODEL_SIZES, AutoencoderConfig, ModelConfig
+from .names import ATTENTION_MODES, SECTIONS
 
-SECTIONS = ("peak", "forward", "tokenize", "detokenize", "fast_paths", "train")
 GEOMETRIES = ("auto", "paper", "small")
-ATTENTION_MODES = ("hard", "released")
 
 
 @dataclass

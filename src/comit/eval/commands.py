@@ -115,7 +115,7 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           num_images: NumImagesOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
           global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
           fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
-          device: DeviceOpt = "cpu"):
+          device: DeviceOpt = "auto"):
     """PSNR, SSIM, rFID and codebook usage of reconstructions."""
     from .common import load_dataset
     from .run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
@@ -138,7 +138,7 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           split: SplitOpt = "val", num_images: NumImagesOpt = None, order: OrderOpt = "adaptive",
           num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
           times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
-          q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+          q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Token-object alignment: best-token IoU of top-Q attention maps with object masks."""
     from .common import load_dataset
     from .run_align import evaluate_alignment, write_align_report
@@ -164,7 +164,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           global_crop: Annotated[bool, typer.Option("--global-crop/--no-global-crop",
                                                     help="Observe the whole image first (the paper probes it alone).")] = True,
           probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
-          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Attention probes on frozen messages: semantic, compositional, relational (shapes) or classes."""
     from .run_probe import evaluate_probes, probe_datasets, write_probe_report
 
@@ -190,7 +190,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           layer: LayerOpt = -1, times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean",
           direction: DirectionOpt = "token_to_patch", q: QOpt = "10,20,30,40,50", tasks: TasksOpt = None,
           probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
-          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Every metric against the number of crops, per order, with and without the global crop."""
     from .common import load_dataset, parse_numbers
     from .run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
@@ -238,7 +238,7 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
          fid_features: FidOpt = "inception", crop_counts: CountsOpt = None,
          crop_images: Annotated[Optional[int], typer.Option(
              "--crop-images", help="Images for the crop curves, the costliest part (default: --num-images).")] = None,
-         epochs: EpochsOpt = 50, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "cpu"):
+         epochs: EpochsOpt = 50, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md."""
     started = time.perf_counter()
     common = dict(model=model, data=data, num_images=num_images, seed=seed, batch_size=batch_size, device=device)

@@ -34,7 +34,7 @@ TopTokensOption = Annotated[int, typer.Option("--top-tokens", help="Tokens shown
 def viz(images: Annotated[list[Path], typer.Argument(help="Image files.")], out: OutOption,
         model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
         global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5, seed: SeedOption = 0,
-        top_tokens: TopTokensOption = 8, device: DeviceOption = "cpu", batch_size: BatchOption = 8):
+        top_tokens: TopTokensOption = 8, device: DeviceOption = "auto", batch_size: BatchOption = 8):
     """Draw what the message knows, crop by crop: crop path, one-step strip, attention, token ids."""
     from .trace import VizSettings
 
@@ -45,7 +45,7 @@ def viz(images: Annotated[list[Path], typer.Argument(help="Image files.")], out:
 
 
 def demo(out: OutOption = Path("demo-output"), model: ModelOption = DEFAULT_MODEL, seed: SeedOption = 0,
-         device: DeviceOption = "cpu",
+         device: DeviceOption = "auto",
          threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch.")] = DEMO_THREADS):
     """Run the bundled model on the bundled sample images and write the HTML report (no download)."""
     import torch
@@ -71,7 +71,7 @@ def serve(host: Annotated[str, typer.Option("--host", help="Address to bind (def
           port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = DEFAULT_PORT,
           model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="A model to offer (repeat for several; default: bundled).")] = None,
           max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest accepted upload, in MB.")] = DEFAULT_MAX_UPLOAD_MB,
-          device: DeviceOption = "cpu"):
+          device: DeviceOption = "auto"):
     """Start the local web app: upload or pick an image, choose the settings, see what the message knows."""
     from .explorer import MB, Explorer
 

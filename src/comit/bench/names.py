@@ -1,0 +1,4 @@
+"""What ``comit bench`` can measure, as plain names: the command's help reads them without importing torch."""
+
+SECTIONS = ("peak", "forward", "tokenize", "detokenize", "fast_paths", "train")
+ATTENTION_MODES = ("hard", "released")

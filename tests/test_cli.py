@@ -172,3 +172,32 @@ def test_the_public_names_resolve_lazily_and_are_the_library_s():
     assert set(comit.__all__) <= set(dir(comit))
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         comit.nothing
+
+
+@pytest.mark.parametrize("order, expected", [("raster_scan", 3), ("4,1,7,0", 4)])
+def test_the_tokens_file_records_the_number_of_crops_actually_used(tmp_path, tiny_model_dir, pictures, order, expected):
+    tokens_path = tmp_path / "tokens.safetensors"
+    result = run("tokenize", *pictures, "-o", tokens_path, "-m", tiny_model_dir, "--order", order)
+    assert result.exit_code == 0, result.output
+    loaded = load_tokens(tokens_path)
+    assert loaded.settings["num_crops"] == expected == loaded.tokens.crop_order.shape[0]
+
+
+def test_one_line_warnings_for_images_the_model_sees_badly(tmp_path, tiny_model_dir):
+    panorama, tiny, fine = tmp_path / "panorama.png", tmp_path / "tiny.png", tmp_path / "fine.png"
+    Image.new("RGB", (400, 100)).save(panorama)
+    Image.new("RGB", (6, 6)).save(tiny)
+    Image.new("RGB", (80, 64)).save(fine)
+    result = run("tokenize", panorama, tiny, fine, "-o", tmp_path / "t.safetensors", "-m", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {panorama}: the centre crop keeps 25% of this 400x100 image; crop it to what matters first",
+                        f"warning: {tiny}: 6x6 is upscaled 11x to the model's 64-px input: it will look blurry to the model"]
+
+
+def test_fit_problems_of_a_large_photo():
+    from comit.data.images import fit_problems
+
+    assert fit_problems((1024, 768), 64) == ["1024x768 is shrunk 12x to the model's 64-px input: fine detail is lost; "
+                                             "a model trained on larger images suits it better"]
+    assert fit_problems((300, 280), 256) == []

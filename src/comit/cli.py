@@ -35,7 +35,8 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=sho
     """COMiT: tokenize images crop by crop into discrete messages, and paint them back."""
 
 
-NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default: 3; all for a list).")]
+DEFAULT_NUM_CROPS = 3
+NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help=f"Crops to observe (default: {DEFAULT_NUM_CROPS}; all for a list).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
 
 # ---------------------------------------------------------------------- shared helpers
@@ -68,6 +69,13 @@ def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
     return {"order": order, "num_crops": num_crops, "global_crop": global_crop, "seed": seed}
 
 
+def resolved_num_crops(order, num_crops: int | None) -> int:
+    """What --num-crops means when left out: 3 crops for a named order, every crop of a list."""
+    if num_crops is not None:
+        return num_crops
+    return DEFAULT_NUM_CROPS if isinstance(order, str) else len(order)
+
+
 # ---------------------------------------------------------------------- commands
 @app.command()
 @friendly_errors
@@ -81,6 +89,7 @@ def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files.")],
 
     net = load_model(model, device, revision)
     order_value = parse_order(order)
+    num_crops = resolved_num_crops(order_value, num_crops)
     tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
     settings = tokenize_settings(order_value, num_crops, global_crop, seed)
     save_tokens(output, tokens, model=model, fsq_levels=net.config.fsq_levels, settings=settings, sources=[str(p) for p in images])
@@ -127,7 +136,8 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files."
 
     net = load_model(model, device, revision)
     order_value = parse_order(order)
-    tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
+    tokens = tokenize_files(net, images, order_value, resolved_num_crops(order_value, num_crops), global_crop, seed,
+                            batch_size)
     generator = torch.Generator().manual_seed(seed)
     pictures = []
     indices = list(range(len(tokens)))
@@ -170,8 +180,6 @@ def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, 
     from .data.images import load_images
     from .model.comit import Tokens
 
-    if num_crops is None and isinstance(order, str):
-        num_crops = 3
     pixels = load_images(paths, net.config.image_size)
     generator = torch.Generator().manual_seed(seed)
     parts = []

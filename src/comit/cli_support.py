@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from functools import wraps
 
@@ -58,7 +59,9 @@ def friendly_errors(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             check_options(kwargs)
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = show_warning
+                return command(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except EXPECTED_ERRORS as error:
@@ -71,6 +74,11 @@ def friendly_errors(command: Callable) -> Callable:
                         f"{f' (options: {numeric})' if numeric else ''}; please report it")
 
     return wrapper
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line are one line each, like the errors."""
+    typer.secho(f"warning: {str(message).splitlines()[0]}", err=True, fg=typer.colors.YELLOW)
 
 
 def fail(error: BaseException, message: str):

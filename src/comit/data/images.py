@@ -57,10 +57,44 @@ def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
 
 
 def load_images(paths: Sequence[str | os.PathLike], size: int) -> torch.Tensor:
-    """Read several image files as one float32 batch ``[B, 3, size, size]`` in ``[-1, 1]``."""
+    """Read several image files as one float32 batch ``[B, 3, size, size]`` in ``[-1, 1]``; warns
+    (:class:`ImageFitWarning`) about each image the model will see badly."""
     if len(paths) == 0:
         raise ValueError("load_images got an empty list of paths; pass at least one image file")
-    return torch.stack([load_image(path, size) for path in paths])
+    pixels = torch.stack([load_image(path, size) for path in paths])
+    for path in paths:
+        with open_image(Path(path)) as image:
+            for message in fit_problems(image.size, size):
+                warnings.warn(f"{path}: {message}", ImageFitWarning, stacklevel=2)
+    return pixels
+
+
+class ImageFitWarning(UserWarning):
+    """An image the model will see badly: most of it cropped away, or far from the model's input size."""
+
+
+# The centre square keeps less than this share of the image: a panorama loses its sides.
+KEPT_AREA_WARNING = 0.5
+# Resizing by more than this factor (either way) leaves a blurry input or throws most detail away.
+SCALE_WARNING = 8.0
+
+
+def fit_problems(image_size: tuple[int, int], size: int) -> list[str]:
+    """What preprocessing a ``width x height`` image into the model's ``size`` x ``size`` input loses."""
+    width, height = image_size
+    side = min(width, height)
+    problems = []
+    kept = side * side / (width * height)
+    if kept < KEPT_AREA_WARNING:
+        problems.append(f"the centre crop keeps {kept:.0%} of this {width}x{height} image; crop it to what "
+                        "matters first")
+    if side * SCALE_WARNING < size:
+        problems.append(f"{width}x{height} is upscaled {size / side:.0f}x to the model's {size}-px input: "
+                        "it will look blurry to the model")
+    elif side > size * SCALE_WARNING:
+        problems.append(f"{width}x{height} is shrunk {side / size:.0f}x to the model's {size}-px input: fine "
+                        "detail is lost; a model trained on larger images suits it better")
+    return problems
 
 
 def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:

@@ -201,3 +201,26 @@ def test_fit_problems_of_a_large_photo():
     assert fit_problems((1024, 768), 64) == ["1024x768 is shrunk 12x to the model's 64-px input: fine detail is lost; "
                                              "a model trained on larger images suits it better"]
     assert fit_problems((300, 280), 256) == []
+
+
+def test_tokenize_takes_folders_and_quoted_globs(tmp_path, tiny_model_dir):
+    folder = tmp_path / "photos"
+    for relative in ("a.png", "b.jpg", "sub/c.png", "sub/deeper/d.png", ".hidden.png"):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), color=(len(relative) * 10, 0, 0)).save(folder / relative)
+    (folder / "notes.txt").write_text("not an image")
+    result = run("tokenize", folder, "-o", tmp_path / "all.safetensors", "-m", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    assert load_tokens(tmp_path / "all.safetensors").sources == [
+        str(folder / r) for r in ("a.png", "b.jpg", "sub/c.png", "sub/deeper/d.png")]
+    result = run("tokenize", f"{folder}/**/*.png", "-o", tmp_path / "png.safetensors", "-m", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    assert load_tokens(tmp_path / "png.safetensors").sources == [
+        str(folder / r) for r in ("a.png", "sub/c.png", "sub/deeper/d.png")]
+
+
+def test_a_glob_that_matches_nothing_is_one_line(tmp_path, tiny_model_dir):
+    result = run("tokenize", f"{tmp_path}/*.png", "-o", tmp_path / "t.safetensors", "-m", tiny_model_dir)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path}/*.png matches no image files (.png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff); check the pattern"
+    assert not (tmp_path / "t.safetensors").exists()

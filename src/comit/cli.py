@@ -60,9 +60,9 @@ def output_names(paths: list[Path]) -> list[str]:
 
 
 def progress(iterable, total: int, desc: str):
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=None)
+    return progress_bar(iterable, total=total, desc=desc, unit="batch")
 
 
 def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
@@ -79,14 +79,16 @@ def resolved_num_crops(order, num_crops: int | None) -> int:
 # ---------------------------------------------------------------------- commands
 @app.command()
 @friendly_errors
-def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files.")],
+def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or quoted globs.")],
              output: Annotated[Path, typer.Option("--output", "-o", help="Tokens file (.safetensors).")],
              model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
              global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "auto",
              batch_size: BatchOption = 8, revision: RevisionOption = None):
     """Turn images into token messages, saved to one safetensors file."""
+    from .data.folder import expand_image_arguments
     from .tokens_file import save_tokens
 
+    images = expand_image_arguments(images)
     net = load_model(model, device, revision)
     order_value = parse_order(order)
     num_crops = resolved_num_crops(order_value, num_crops)
@@ -125,7 +127,7 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
 
 @app.command()
 @friendly_errors
-def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files.")],
+def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or quoted globs.")],
                 output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
                 model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
                 global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5,
@@ -134,6 +136,9 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files."
     """Tokenize then detokenize images (what the message keeps of each)."""
     import torch
 
+    from .data.folder import expand_image_arguments
+
+    images = expand_image_arguments(images)
     net = load_model(model, device, revision)
     order_value = parse_order(order)
     tokens = tokenize_files(net, images, order_value, resolved_num_crops(order_value, num_crops), global_crop, seed,

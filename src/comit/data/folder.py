@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -87,6 +89,30 @@ def find_image_files(root: Path) -> list[Path]:
             f"image folder {root} contains no image files ({', '.join(IMAGE_EXTENSIONS)}); "
             "check the path")
     return sorted(found, key=lambda relative: relative.as_posix())
+
+
+GLOB_CHARACTERS = set("*?[")
+
+
+def expand_image_arguments(arguments: Sequence[str | os.PathLike]) -> list[Path]:
+    """Command-line image arguments as files: a folder gives its images (recursively, sorted), a
+    quoted glob (``'photos/**/*.jpg'``) its matches, a file itself (read later, errors and all)."""
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files.extend(path / relative for relative in find_image_files(path))
+        elif not path.exists() and GLOB_CHARACTERS & set(str(argument)):
+            matches = [Path(match) for match in sorted(glob.glob(str(argument), recursive=True))
+                       if Path(match).is_file() and match.lower().endswith(IMAGE_EXTENSIONS)]
+            if not matches:
+                raise ValueError(f"{argument} matches no image files ({', '.join(IMAGE_EXTENSIONS)}); check the pattern")
+            files.extend(matches)
+        else:
+            files.append(path)
+    if not files:
+        raise ValueError("no images given; pass image files, folders or quoted globs")
+    return files
 
 
 def _assign_classes(root: Path, relative_paths: list[Path],

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
-from tqdm.auto import tqdm
 
 from ..data import build_dataset
+from ..progress import progress as progress_bar
 from ..data.mask_folder import MaskFolderDataset
 from ..model.comit import COMiT, Tokens
 
@@ -111,7 +111,7 @@ def _pad_objects(item: dict, slots: int) -> dict:
 def batches(dataset: Dataset, batch_size: int, desc: str, progress: bool = True) -> Iterator[dict]:
     """Collated batches with an ``index`` tensor (the item's position in ``dataset``)."""
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, collate_fn=collate)
-    yield from tqdm(loader, desc=desc, unit="batch", disable=not progress or None, leave=False)
+    yield from progress_bar(loader, desc=desc, unit="batch", enabled=progress, leave=False)
 
 
 class _Indexed(Dataset):

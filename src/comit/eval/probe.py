@@ -15,7 +15,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from ..progress import progress as progress_bar
 
 InputKind = Literal["ids", "codes"]
 
@@ -275,7 +276,7 @@ def train_probe(train_inputs: torch.Tensor, train_labels: torch.Tensor,
         generator = torch.Generator().manual_seed(seed)
         history: list[dict[str, float]] = []
         best_state, best_epoch, best_top1 = None, 0, -1.0
-        bar = tqdm(range(1, epochs + 1), desc="probe", disable=not progress)
+        bar = progress_bar(range(1, epochs + 1), desc="probe", unit="epoch", enabled=progress)
         for epoch in bar:
             lr_now = optimizer.param_groups[0]["lr"]
             loss = _train_epoch(model, optimizer, scheduler, train_inputs, train_labels,

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..data import build_dataset
+from ..progress import progress as progress_bar
 from ..data.folder import ImageFolderDataset
 from ..data.labels_file import LabelsFileDataset
 from ..model.comit import COMiT
@@ -186,13 +187,11 @@ def constant_guess(labels: torch.Tensor, num_classes: int) -> dict[str, float]:
 def train_probes(train: Messages, test: Messages, probe: ProbeSettings, classes: list[str] | None = None,
                  progress: bool = True) -> tuple[list[TrainedProbe], list[str]]:
     """A trained probe per task (tasks the data cannot support are refused with a clear error)."""
-    from tqdm.auto import tqdm
-
     names = probe.tasks or default_tasks(train.meta)
     tasks = build_tasks(names, train.meta, test.meta, classes, probe.holdout_fraction, probe.seed)
     trained, notes = [], []
     with few_threads():
-        for task in tqdm(tasks, desc="probes", unit="task", disable=not progress or None, leave=False):
+        for task in progress_bar(tasks, desc="probes", unit="task", enabled=progress, leave=False):
             notes += [f"{task.name}: {note}" for note in task.notes]
             trained.append(train_task_probe(task, train, probe))
     return trained, notes

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
+from ..progress import progress
 from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
 from .checkpoints import HubDownload, load_model, save_model
 from .config import AutoencoderConfig, ModelConfig
@@ -471,9 +472,7 @@ def _check_finite(name: str, values: torch.Tensor) -> None:
 
 
 def _progress_bar(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
+    return progress(total=total, desc=desc, unit="step", leave=False)
 
 
 def _aggregate_heads(weights: torch.Tensor, heads: str | int) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..data import build_dataset
+from ..progress import progress as progress_bar
 from ..model.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
 
 
@@ -129,6 +130,4 @@ def train_autoencoder(config: AutoencoderTrainConfig, out: str | Path, progress:
 def _bar(total: int, progress: bool):
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="train autoencoder", unit="step", dynamic_ncols=True)
+    return progress_bar(total=total, desc="train autoencoder", unit="step")

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..data import build_dataset, save_image
 from ..devices import describe_device
+from ..progress import progress
 from ..model.autoencoders import SDVAE
 from ..atomic import atomic_write
 from ..model.comit import COMiT
@@ -313,10 +314,8 @@ class Trainer:
     def progress_bar(self):
         if not (self.process.is_main and self.progress):
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=self.config.loop.max_steps, initial=self.start_step, desc=f"train {self.config.name}",
-                    unit="step", dynamic_ncols=True)
+        return progress(total=self.config.loop.max_steps, initial=self.start_step, desc=f"train {self.config.name}",
+                        unit="step")
 
     def ema_model(self) -> COMiT:
         """The model with the EMA weights (sharing the autoencoder)."""

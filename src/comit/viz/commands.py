@@ -94,7 +94,7 @@ def visualize(model_name: str, paths: list[Path], settings, out: Path, device: s
               title: str, labels: list[str] | None = None) -> Path:
     """Load every image first (a bad file fails before any work), trace them in batches, write the run."""
     import torch
-    from tqdm.auto import tqdm
+    from ..progress import progress
 
     from .. import __version__
     from ..data.images import load_images
@@ -111,7 +111,7 @@ def visualize(model_name: str, paths: list[Path], settings, out: Path, device: s
     pixels = load_images(paths, net.config.image_size)
     traces = []
     starts = range(0, len(paths), batch_size)
-    for start in tqdm(starts, total=len(starts), desc="viz", unit="batch", disable=None):
+    for start in progress(starts, total=len(starts), desc="viz", unit="batch"):
         traces.extend(trace_images(net, pixels[start:start + batch_size].to(net.device), settings))
     info = {"model": model_name, "image size": f"{net.config.image_size} px",
             "message": f"{net.config.num_msg_tokens} tokens of {net.codebook_size}",

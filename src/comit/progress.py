@@ -1,0 +1,82 @@
+"""Progress of every long loop (train, eval, tokenize, bench, experiments): one helper.
+
+On a terminal it is a tqdm bar. Off a terminal (a log file, a cluster job's stdout) a bar would
+write carriage returns that a log shows as one endless line, and tqdm's own default is to show
+nothing at all; there it writes a plain line every ``COMIT_PROGRESS_SECONDS`` (default 30) seconds
+instead, so a log says how far a run got and how long it has left.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+
+from tqdm.auto import tqdm
+
+PROGRESS_SECONDS_ENV = "COMIT_PROGRESS_SECONDS"
+DEFAULT_PROGRESS_SECONDS = 30.0
+LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:3.0f}%) {elapsed} elapsed, {remaining} left, {rate_fmt}{postfix}"
+
+
+class _Discard:
+    """Where tqdm's own writes go (the carriage returns and blank line it ends with)."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class LineProgress(tqdm):
+    """A tqdm that prints whole lines to ``file``: the first, then at most one per ``mininterval``
+    seconds, and the last."""
+
+    _printed_n: int | None = None
+    _printed_at: float = 0.0
+
+    def __init__(self, *args, file=None, **kwargs):
+        self.log = file if file is not None else sys.stderr
+        super().__init__(*args, file=_Discard(), **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        now = self._time()
+        finished = self.total is not None and self.n >= self.total
+        first = self._printed_n is None
+        due = now - self._printed_at >= self.mininterval
+        if self.n == self._printed_n or not (first or due or finished):
+            return True  # a postfix refresh, or too soon: the log gets no new line
+        text = (msg or self.__str__()).strip()
+        if text:
+            self.log.write(text + "\n")
+            self.log.flush()
+        self._printed_n, self._printed_at = self.n, now
+        return True
+
+
+def progress_seconds() -> float:
+    raw = os.environ.get(PROGRESS_SECONDS_ENV)
+    if raw is None:
+        return DEFAULT_PROGRESS_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{PROGRESS_SECONDS_ENV} must be a number of seconds, got {raw!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"{PROGRESS_SECONDS_ENV} must be > 0, got {raw!r}")
+    return seconds
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str, unit: str = "it",
+             initial: int = 0, leave: bool = True, enabled: bool = True, file=None) -> tqdm:
+    """A progress bar on a terminal, periodic log lines elsewhere, nothing when not ``enabled``."""
+    file = file if file is not None else sys.stderr
+    if not enabled:
+        return tqdm(iterable, total=total, disable=True)
+    if getattr(file, "isatty", lambda: False)():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, leave=leave, file=file,
+                    dynamic_ncols=True)
+    return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial, file=file,
+                        mininterval=progress_seconds(), maxinterval=progress_seconds(), bar_format=LINE_FORMAT,
+                        ascii=True)

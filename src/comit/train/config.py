@@ -215,6 +215,8 @@ class LoopConfig(_Section):
         (0: never).
     keep_last: checkpoints kept on disk (older ones are deleted once a newer one is complete).
     sample_every: write a grid of reconstructions of fixed val images (0: never).
+    tensorboard, wandb_project: also show the metrics, the sample grids and the held-out curve in
+        TensorBoard (``RUN/tensorboard``) or in this Weights & Biases project (``train/run_log.py``).
     """
 
     max_steps: int = Field(1000, ge=1)
@@ -229,6 +231,7 @@ class LoopConfig(_Section):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     tensorboard: bool = False
+    wandb_project: str | None = None
     compile: bool = False
 
 

@@ -15,7 +15,6 @@ Output folder::
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
@@ -36,14 +35,13 @@ from ..model.conv_autoencoder import ConvAutoencoder
 from .batches import StepBatches, step_loader
 from .checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, dump_config, load_config
+from .run_log import VAL_FILE, RunLog, append_line
 from .initialization import initialize_message_stream, start_from_weights
 from .step import TrainingStep
 from .teachers import build_teacher
 from .validation import validate
 
 CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-VAL_FILE = "val.jsonl"
 
 
 @dataclass
@@ -203,7 +201,7 @@ class Trainer:
         batches = StepBatches(len(dataset), cfg.optim.batch_size, cfg.optim.grad_accum, self.process.rank,
                               self.process.world_size, cfg.loop.seed, start_step=self.start_step)
         loader = iter(step_loader(dataset, batches, cfg.data.num_workers, self.process.device.type == "cuda"))
-        logger = MetricsLogger(self.out, self.start_step, cfg.loop.tensorboard) if self.process.is_main else None
+        logger = RunLog(self.out, self.start_step, cfg) if self.process.is_main else None
         bar = self.progress_bar()
         window_start, window_images = time.perf_counter(), 0
         for step in range(self.start_step, cfg.loop.max_steps):
@@ -224,9 +222,9 @@ class Trainer:
             if (step + 1) % cfg.loop.checkpoint_every == 0 or step + 1 == cfg.loop.max_steps:
                 self.checkpoint(step + 1)
             if cfg.loop.sample_every and (step + 1) % cfg.loop.sample_every == 0 and self.process.is_main:
-                self.write_samples(step + 1)
+                self.write_samples(step + 1, logger)
             if cfg.loop.eval_every and (step + 1) % cfg.loop.eval_every == 0 and self.process.is_main:
-                self.write_validation(step + 1, bar)
+                self.write_validation(step + 1, bar, logger)
         if bar:
             bar.close()
         if logger:
@@ -323,7 +321,7 @@ class Trainer:
         model.predictor.load_state_dict(self.ema.state_dict())
         return model.to(self.process.device).eval()
 
-    def write_samples(self, step: int) -> None:
+    def write_samples(self, step: int, logger: RunLog | None = None) -> None:
         cfg = self.config
         dataset = build_dataset(cfg.data.val_dataset or cfg.data.dataset, cfg.model.image_size, split="val")
         count = min(cfg.loop.sample_images, len(dataset))
@@ -335,8 +333,10 @@ class Trainer:
                                       generator=generator)
         grid = torch.cat([torch.cat(list(images.cpu()), dim=2), torch.cat(list(recon.cpu().clamp(-1, 1)), dim=2)], dim=1)
         save_image(grid, self.out / "samples" / f"step-{step:09d}.png")  # atomic
+        if logger:
+            logger.write_image("samples", grid, step)
 
-    def write_validation(self, step: int, bar) -> None:
+    def write_validation(self, step: int, bar, logger: RunLog | None = None) -> None:
         """The held-out curve (``validation.py``): one line of ``val.jsonl`` per evaluation."""
         cfg = self.config
         if self.val_images is None:
@@ -345,6 +345,8 @@ class Trainer:
         with torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             result = validate(self.ema_model(), self.val_images, step, step * cfg.optim.batch_size)
         append_line(self.out / VAL_FILE, step, result.record())
+        if logger:
+            logger.write_scalars("val", result.record(), step)
         if bar:
             bar.write(f"step {step}: val PSNR {result.psnr:.2f} dB (one step {result.psnr_one_step:.2f}), "
                       f"gain over another image {result.psnr_gain:.2f} dB")
@@ -365,45 +367,6 @@ class Trainer:
                 "images_seen": cfg.loop.max_steps * cfg.optim.batch_size, "data": cfg.data.dataset,
                 "machine": f"{self.process.world_size} x {describe_device(self.process.device)}, torch {torch.__version__}",
                 "date": time.strftime("%Y-%m-%d", time.gmtime()), "weights": "EMA"}
-
-
-def append_line(path: Path, step: int, record: dict) -> None:
-    """Add one JSON line, dropping lines of this step or later (left by a run that was resumed)."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) < step]
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in [*kept, json.dumps(record)])))
-
-
-class MetricsLogger:
-    """Appends one JSON line per logged step; a resumed run first drops lines past its checkpoint."""
-
-    def __init__(self, out: Path, start_step: int, tensorboard: bool):
-        self.path = out / METRICS_FILE
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
-            atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
-        self.handle = self.path.open("a")
-        self.board = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as error:
-                raise ConfigError("loop.tensorboard=true needs tensorboard: pip install 'comit[tensorboard]'") from error
-            self.board = SummaryWriter(str(out / "tensorboard"), purge_step=start_step + 1)
-
-    def write(self, record: dict) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-        if self.board:
-            for key, value in record.items():
-                if key != "step":
-                    self.board.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        self.handle.close()
-        if self.board:
-            self.board.close()
 
 
 class _nothing:

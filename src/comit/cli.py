@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, DeviceOption, GlobalCropOption, ModelOption,
-                          OrderOption, RevisionOption, SolverOption, StepsOption)
+from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
+                          ModelOption, OrderOption, PrecisionOption, RevisionOption, SolverOption, StepsOption)
 from .cli_support import friendly_errors, load_model, parse_order
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -79,23 +79,77 @@ def resolved_num_crops(order, num_crops: int | None) -> int:
 # ---------------------------------------------------------------------- commands
 @app.command()
 @friendly_errors
-def tokenize(images: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or quoted globs.")],
-             output: Annotated[Path, typer.Option("--output", "-o", help="Tokens file (.safetensors).")],
+def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .safetensors file, or a folder of shards.")],
+             images: Annotated[Optional[list[Path]], typer.Argument(
+                 help="Image files, folders (recursive) or quoted globs (or --data).")] = None,
              model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
              global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "auto",
-             batch_size: BatchOption = 8, revision: RevisionOption = None):
-    """Turn images into token messages, saved to one safetensors file."""
+             batch_size: BatchOption = 8, revision: RevisionOption = None,
+             data: Annotated[Optional[str], typer.Option("--data", help="A dataset instead of files: 'shapes', 'shapes:key=value,...' or an image folder (ImageNet layout).")] = None,
+             split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "train",
+             shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (a folder --output).")] = 1000,
+             num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers decoding images.")] = 0,
+             precision: PrecisionOption = "fp32", compile_model: CompileOption = False):
+    """Turn images into token messages: one safetensors file (-o x.safetensors) or, for a dataset, a
+    folder of shards that a re-run resumes (also under torchrun: one shard range per process)."""
     from .data.folder import expand_image_arguments
     from .tokens_file import save_tokens
 
-    images = expand_image_arguments(images)
-    net = load_model(model, device, revision)
+    if (images is None) == (data is None):
+        raise ValueError("give image files/folders/globs or --data, not both and not neither")
+    paths = expand_image_arguments(images) if images is not None else None
     order_value = parse_order(order)
     num_crops = resolved_num_crops(order_value, num_crops)
-    tokens = tokenize_files(net, images, order_value, num_crops, global_crop, seed, batch_size)
     settings = tokenize_settings(order_value, num_crops, global_crop, seed)
-    save_tokens(output, tokens, model=model, fsq_levels=net.config.fsq_levels, settings=settings, sources=[str(p) for p in images])
-    typer.echo(f"wrote {len(images)} messages of {net.config.num_msg_tokens} tokens to {output}")
+    if output.suffix == ".safetensors" and paths is not None:
+        net = prepared_model(model, device, revision, compile_model)
+        with model_precision(net, precision):
+            tokens = tokenize_files(net, paths, order_value, num_crops, global_crop, seed, batch_size)
+        save_tokens(output, tokens, model=model, fsq_levels=net.config.fsq_levels, settings=settings,
+                    sources=[str(p) for p in paths])
+        typer.echo(f"wrote {len(paths)} messages of {net.config.num_msg_tokens} tokens to {output}")
+        return
+    tokenize_dataset(paths, data, split, output, model, device, revision, compile_model, settings, shard_size,
+                     batch_size, num_workers, precision)
+
+
+def tokenize_dataset(paths, data, split, output: Path, model: str, device: str, revision, compile_model: bool,
+                     settings: dict, shard_size: int, batch_size: int, num_workers: int, precision: str) -> None:
+    from .data import build_dataset
+    from .token_shards import ImageFiles, dataset_sources, plan_shards, tokenize_to_shards
+
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto" and world_size > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    net = prepared_model(model, device, revision, compile_model)
+    size = net.config.image_size
+    dataset = ImageFiles(paths, size) if paths is not None else build_dataset(data, size, split=split)
+    name = "files" if paths is not None else f"{data} ({split})"
+    sources = dataset_sources(dataset, data or "files")
+    plan = plan_shards(model, settings, name, sources, shard_size)
+    result = tokenize_to_shards(net, dataset, output, plan, batch_size=batch_size, num_workers=num_workers,
+                                rank=rank, world_size=world_size, precision=precision, sources=sources)
+    who = f"process {rank} of {world_size}: " if world_size > 1 else ""
+    typer.echo(f"{who}wrote {result.written} shards ({result.images} images, {result.images_per_s:.1f} img/s), "
+               f"{result.skipped} already done; {plan.num_shards} shards of {plan.num_images} images in {output}")
+
+
+def prepared_model(model: str, device: str, revision, compile_model: bool):
+    net = load_model(model, device, revision)
+    if compile_model:
+        from .model.acceleration import compile_predictor
+
+        compile_predictor(net)
+    return net
+
+
+def model_precision(net, precision: str):
+    from .model.acceleration import autocast
+
+    return autocast(net.device, precision)
 
 
 @app.command()
@@ -105,23 +159,16 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
                model: Annotated[Optional[str], typer.Option("--model", "-m", help="Default: the model named in the file.")] = None,
                steps: StepsOption = 10, cfg: CfgOption = 7.5, solver: SolverOption = "euler",
                seed: SeedOption = 0, device: DeviceOption = "auto", batch_size: BatchOption = 8,
-               revision: RevisionOption = None):
+               revision: RevisionOption = None, precision: PrecisionOption = "fp32", compile_model: CompileOption = False):
     """Paint images back from a tokens file."""
     from .tokens_file import load_tokens
 
     loaded = load_tokens(tokens_file)
-    net = load_model(model or loaded.model, device, revision)
+    net = prepared_model(model or loaded.model, device, revision, compile_model)
     loaded.check_compatible(net)
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    names = output_names([Path(s) for s in loaded.sources])
-    pictures = []
-    indices = list(range(len(loaded.tokens)))
-    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="detokenize"):
-        pictures.extend(net.detokenize(loaded.tokens.messages[chunk], loaded.tokens.offsets[chunk], num_steps=steps,
-                                       solver=solver, cfg_weight=cfg, generator=generator).cpu())
-    write_images(output, names, pictures)
+    with model_precision(net, precision):
+        pictures = detokenize_all(net, loaded.tokens, steps, cfg, solver, seed, batch_size)
+    write_images(output, output_names([Path(s) for s in loaded.sources]), pictures)
     typer.echo(f"wrote {len(pictures)} images to {output}")
 
 
@@ -132,23 +179,18 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
                 model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
                 global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5,
                 solver: SolverOption = "euler", seed: SeedOption = 0, device: DeviceOption = "auto",
-                batch_size: BatchOption = 8, revision: RevisionOption = None):
+                batch_size: BatchOption = 8, revision: RevisionOption = None, precision: PrecisionOption = "fp32",
+                compile_model: CompileOption = False):
     """Tokenize then detokenize images (what the message keeps of each)."""
-    import torch
-
     from .data.folder import expand_image_arguments
 
     images = expand_image_arguments(images)
-    net = load_model(model, device, revision)
+    net = prepared_model(model, device, revision, compile_model)
     order_value = parse_order(order)
-    tokens = tokenize_files(net, images, order_value, resolved_num_crops(order_value, num_crops), global_crop, seed,
-                            batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    pictures = []
-    indices = list(range(len(tokens)))
-    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="detokenize"):
-        pictures.extend(net.detokenize(tokens.messages[chunk], tokens.offsets[chunk], num_steps=steps,
-                                       solver=solver, cfg_weight=cfg, generator=generator).cpu())
+    with model_precision(net, precision):
+        tokens = tokenize_files(net, images, order_value, resolved_num_crops(order_value, num_crops), global_crop,
+                                seed, batch_size)
+        pictures = detokenize_all(net, tokens, steps, cfg, solver, seed, batch_size)
     write_images(output, output_names(images), pictures)
     typer.echo(f"wrote {len(pictures)} reconstructions to {output}")
 
@@ -192,9 +234,19 @@ def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, 
     for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="tokenize"):
         parts.append(net.tokenize(pixels[chunk], global_crop=global_crop, order=order, num_crops=num_crops,
                                   generator=generator).to("cpu"))
-    return Tokens(messages=torch.cat([p.messages for p in parts]), offsets=torch.cat([p.offsets for p in parts]),
-                  ids=torch.cat([p.ids for p in parts]), crop_order=torch.cat([p.crop_order for p in parts], dim=1),
-                  num_crops=torch.cat([p.num_crops for p in parts]), global_crop=global_crop)
+    return Tokens.cat(parts)
+
+
+def detokenize_all(net, tokens, steps: int, cfg: float, solver: str, seed: int, batch_size: int) -> list:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    pictures = []
+    indices = list(range(len(tokens)))
+    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="detokenize"):
+        pictures.extend(net.detokenize(tokens.messages[chunk], tokens.offsets[chunk], num_steps=steps,
+                                       solver=solver, cfg_weight=cfg, generator=generator).float().cpu())
+    return pictures
 
 
 def write_images(folder: Path, names: list[str], pictures) -> None:

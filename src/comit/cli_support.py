@@ -21,8 +21,8 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeErr
 # The range of each numeric option, by parameter name, for every command that has it: checked here,
 # before the command runs, so that no command meets a 0 batch or an infinite size.
 AT_LEAST_ONE = ("batch_size", "batch", "steps", "num_images", "num_crops", "num_train", "epochs", "repeats",
-                "top_tokens", "crop_images", "image_size", "latent_channels", "width")
-AT_LEAST_ZERO = ("patience", "warmup", "threads", "seed", "lr", "latent_noise")
+                "top_tokens", "crop_images", "image_size", "latent_channels", "width", "shard_size")
+AT_LEAST_ZERO = ("patience", "warmup", "threads", "seed", "lr", "latent_noise", "num_workers")
 POSITIVE = ("max_upload_mb",)
 FRACTION = ("holdout_fraction",)
 

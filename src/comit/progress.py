@@ -30,8 +30,7 @@ class _Discard:
 
 
 class LineProgress(tqdm):
-    """A tqdm that prints whole lines to ``file``: the first, then at most one per ``mininterval``
-    seconds, and the last."""
+    """A tqdm that prints whole lines to ``file``: one per ``mininterval`` seconds, and the last."""
 
     _printed_n: int | None = None
     _printed_at: float = 0.0
@@ -39,13 +38,15 @@ class LineProgress(tqdm):
     def __init__(self, *args, file=None, **kwargs):
         self.log = file if file is not None else sys.stderr
         super().__init__(*args, file=_Discard(), **kwargs)
+        self._printed_n, self._printed_at = self.n, self._time()  # a loop shorter than the interval: one line
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if self._printed_n is None:
+            return True  # tqdm's first refresh, from inside __init__
         now = self._time()
         finished = self.total is not None and self.n >= self.total
-        first = self._printed_n is None
         due = now - self._printed_at >= self.mininterval
-        if self.n == self._printed_n or not (first or due or finished):
+        if self.n == self._printed_n or not (due or finished):
             return True  # a postfix refresh, or too soon: the log gets no new line
         text = (msg or self.__str__()).strip()
         if text:

@@ -64,6 +64,17 @@ class Tokens:
     def __len__(self) -> int:
         return self.messages.shape[0]
 
+    @classmethod
+    def cat(cls, parts: Sequence["Tokens"]) -> "Tokens":
+        """Batches of one tokenize setting, joined (crop_order along its image axis)."""
+        if not parts:
+            raise ValueError("Tokens.cat needs at least one part")
+        if len({part.global_crop for part in parts}) > 1 or len({part.crop_order.shape[0] for part in parts}) > 1:
+            raise ValueError("Tokens.cat joins parts made with the same global_crop and number of crops")
+        joined = {f.name: torch.cat([getattr(part, f.name) for part in parts], dim=1 if f.name == "crop_order" else 0)
+                  for f in fields(cls) if f.name != "global_crop"}
+        return cls(**joined, global_crop=parts[0].global_crop)
+
 
 @dataclass
 class ReconstructionError:

@@ -1,0 +1,203 @@
+"""Tokenize a whole dataset into a folder of shards, and read the shards back as a dataset.
+
+``OUT/index.json`` says what the folder holds (model, tokenize settings, dataset, number of
+images, shard size) and ``OUT/shard-00000.safetensors``, ... are tokens files (``tokens_file.py``:
+``ids``, ``messages``, ``offsets``, ``crop_order``, ``num_crops`` and the sources in the metadata),
+``shard_size`` images each. Every file is written atomically, so a shard that exists is complete:
+running the same command into the same folder again does only the missing shards, and a folder of
+another run is refused rather than mixed. Under ``torchrun`` process ``r`` of ``W`` does shards
+``r, r + W, ...`` (no process group is needed: the plan is the same on every process). Each shard
+draws its random choices from its own seed, so a shard is the same whoever writes it and whenever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .atomic import atomic_write
+from .data.images import load_image
+from .model.acceleration import autocast
+from .model.comit import COMiT, Tokens
+from .progress import progress
+from .tokens_file import TokensFile, load_tokens, save_tokens
+
+INDEX_NAME = "index.json"
+FORMAT = "comit-token-shards"
+DEFAULT_SHARD_SIZE = 1000
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+class ImageFiles(Dataset):
+    """Image files as a dataset (items like the folder dataset's: ``image``, ``index``)."""
+
+    def __init__(self, paths: Sequence[Path], image_size: int):
+        self.paths, self.image_size = list(paths), image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": load_image(self.paths[index], self.image_size), "index": index}
+
+
+def dataset_sources(dataset: Dataset, name: str) -> list[str]:
+    """A name per image for the shards' metadata: its file where there is one, else ``name#index``."""
+    paths = getattr(dataset, "paths", None)
+    if paths is not None:
+        return [str(path) for path in paths]
+    return [f"{name}#{index}" for index in range(len(dataset))]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """What a shard folder holds; two runs with the same plan write the same shards."""
+
+    model: str
+    settings: dict
+    data: str
+    num_images: int
+    shard_size: int
+    sources_sha256: str
+    format: str = FORMAT
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_images // self.shard_size)
+
+    def images_of(self, shard: int) -> range:
+        return range(shard * self.shard_size, min((shard + 1) * self.shard_size, self.num_images))
+
+
+def plan_shards(model: str, settings: dict, data: str, sources: Sequence[str], shard_size: int) -> ShardPlan:
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    if not sources:
+        raise ValueError(f"{data} holds no images to tokenize")
+    digest = hashlib.sha256("\n".join(sources).encode()).hexdigest()
+    return ShardPlan(model=model, settings=settings, data=data, num_images=len(sources), shard_size=shard_size,
+                     sources_sha256=digest)
+
+
+def read_plan(folder: Path) -> ShardPlan | None:
+    path = Path(folder) / INDEX_NAME
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("format") != FORMAT:
+            raise ValueError
+        return ShardPlan(**{key: raw[key] for key in ShardPlan.__dataclass_fields__})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ValueError(f"{path} is not a comit token-shards index; use an empty folder for --output") from None
+
+
+def claim_folder(folder: Path, plan: ShardPlan) -> None:
+    """Write the index, or check that the folder's index is this plan (a resumed run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    found = read_plan(folder)
+    if found is None:
+        atomic_write(folder / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(asdict(plan), indent=2) + "\n"))
+        return
+    if found != plan:
+        differing = [key for key in ShardPlan.__dataclass_fields__ if getattr(found, key) != getattr(plan, key)]
+        raise ValueError(f"{folder} holds the shards of another tokenize run ({', '.join(differing)} differ); "
+                         "re-run that command to finish it, or use a new --output folder")
+
+
+@dataclass
+class ShardsResult:
+    folder: Path
+    written: int  # shards this process wrote
+    skipped: int  # shards this process found already done
+    images: int  # images this process tokenized
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def tokenize_to_shards(model: COMiT, dataset: Dataset, folder: Path, plan: ShardPlan, *, batch_size: int = 32,
+                       num_workers: int = 0, rank: int = 0, world_size: int = 1, precision: str = "fp32",
+                       sources: Sequence[str]) -> ShardsResult:
+    """Tokenize this process's missing shards of ``plan`` into ``folder``."""
+    claim_folder(folder, plan)
+    mine = [shard for shard in range(plan.num_shards) if shard % world_size == rank]
+    todo = [shard for shard in mine if not (folder / shard_name(shard)).exists()]
+    started, images = time.perf_counter(), 0
+    bar = progress(total=sum(len(plan.images_of(shard)) for shard in todo), desc="tokenize", unit="img")
+    for shard in todo:
+        tokens = tokenize_shard(model, dataset, plan, shard, batch_size, num_workers, precision, bar)
+        indices = plan.images_of(shard)
+        save_tokens(folder / shard_name(shard), tokens, model=plan.model, fsq_levels=model.config.fsq_levels,
+                    settings=plan.settings, sources=[sources[i] for i in indices])
+        images += len(indices)
+    bar.close()
+    return ShardsResult(folder=folder, written=len(todo), skipped=len(mine) - len(todo), images=images,
+                        seconds=time.perf_counter() - started)
+
+
+def tokenize_shard(model: COMiT, dataset: Dataset, plan: ShardPlan, shard: int, batch_size: int, num_workers: int,
+                   precision: str, bar) -> Tokens:
+    settings = plan.settings
+    generator = torch.Generator().manual_seed(settings["seed"] * 1_000_003 + shard)
+    loader = DataLoader(Subset(dataset, list(plan.images_of(shard))), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=stack_images, pin_memory=model.device.type == "cuda")
+    parts = []
+    for images in loader:
+        with torch.inference_mode(), autocast(model.device, precision):
+            parts.append(model.tokenize(images.to(model.device), global_crop=settings["global_crop"],
+                                        order=settings["order"], num_crops=settings["num_crops"],
+                                        generator=generator).to("cpu"))
+        bar.update(len(images))
+    return Tokens.cat(parts)
+
+
+def stack_images(items: list[dict]) -> torch.Tensor:
+    """Only the pixels travel (datasets' other fields, e.g. the shapes' object lists, do not collate)."""
+    return torch.stack([item["image"] for item in items])
+
+
+class TokenShards(Dataset):
+    """A shard folder as a dataset: item ``i`` is image ``i``'s ``ids`` [M], ``messages`` [M, D],
+    ``offsets`` [2], ``crop_order`` [K], ``num_crops`` and ``source``. Refuses an unfinished folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        plan = read_plan(self.folder)
+        if plan is None:
+            raise FileNotFoundError(f"{self.folder} holds no {INDEX_NAME}: not a folder written by comit tokenize")
+        missing = [shard for shard in range(plan.num_shards) if not (self.folder / shard_name(shard)).exists()]
+        if missing:
+            raise ValueError(f"{self.folder} is unfinished: {len(missing)} of {plan.num_shards} shards missing "
+                             f"(first: {shard_name(missing[0])}); re-run its tokenize command to finish it")
+        self.plan = plan
+        self._cached: tuple[int, TokensFile] | None = None
+
+    def __len__(self) -> int:
+        return self.plan.num_images
+
+    def shard(self, index: int) -> TokensFile:
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, load_tokens(self.folder / shard_name(index)))
+        return self._cached[1]
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"image {index} is out of range for {len(self)} tokenized images")
+        shard, row = divmod(index, self.plan.shard_size)
+        tokens = self.shard(shard)
+        t = tokens.tokens
+        return {"ids": t.ids[row], "messages": t.messages[row], "offsets": t.offsets[row],
+                "crop_order": t.crop_order[:, row], "num_crops": t.num_crops[row], "source": tokens.sources[row]}

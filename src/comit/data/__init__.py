@@ -6,7 +6,11 @@
 * ``"shapes:key=value,key=value"`` — with :class:`ShapesConfig` overrides, e.g.
   ``"shapes:max_objects=2,seed=3,background=plain"``;
 * a path to an existing folder — :class:`ImageFolderDataset`; when the folder has a sub-folder
-  named after the split (``root/train``, ``root/val``, the ImageNet layout) that one is used.
+  named after the split (``root/train``, ``root/val``, the ImageNet layout) that one is used;
+* ``"wds:/data/train-{0000..0127}.tar"`` — WebDataset tar shards (:class:`TarShardDataset`, random
+  access; the pattern is taken as given, whatever the split);
+* ``"hf:/data/my-set"`` — a Hugging Face ``datasets`` folder from ``save_to_disk``
+  (:class:`HFDiskDataset`; a ``DatasetDict`` gives the split).
 
 The word ``shapes`` wins over a folder of that name; write ``./shapes`` for the folder.
 """
@@ -19,15 +23,17 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from comit.data.folder import ImageFolderDataset
+from comit.data.hf_datasets import HF_PREFIX, HFDiskDataset
 from comit.data.images import (IMAGE_EXTENSIONS, ImageLoadError, load_image, load_images,
                                save_image, to_pil)
 from comit.data.samples import sample_annotations, sample_masks, sample_paths
+from comit.data.tar_shards import WDS_PREFIX, TarShardDataset
 from comit.data.shapes import (COLOR_RGB, COLORS, RELATIONS, SHAPES, SIZES, ShapesConfig,
                                ShapesDataset, ShapesLayoutError, config_field_names, describe)
 
 __all__ = [
     "COLORS", "COLOR_RGB", "IMAGE_EXTENSIONS", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
-    "VAL_SEED_OFFSET", "ImageFolderDataset", "ImageLoadError", "ShapesConfig", "ShapesDataset",
+    "VAL_SEED_OFFSET", "HFDiskDataset", "ImageFolderDataset", "TarShardDataset", "ImageLoadError", "ShapesConfig", "ShapesDataset",
     "ShapesLayoutError", "build_dataset", "describe", "load_image", "load_images",
     "parse_shapes_spec", "sample_annotations", "sample_masks", "sample_paths", "save_image",
     "to_pil",
@@ -58,11 +64,19 @@ def build_dataset(name_or_path: str, image_size: int, split: str = "train", **kw
     spec = str(name_or_path).strip()
     if spec == _SHAPES_NAME or spec.startswith(_SHAPES_NAME + ":"):
         return _build_shapes(spec, image_size, split, kwargs)
+    if spec.startswith((WDS_PREFIX, HF_PREFIX)):
+        flip = bool(kwargs.pop("flip", False))
+        if kwargs:
+            raise ValueError(f"{spec.split(':')[0]}: datasets take no options {sorted(kwargs)}")
+        if spec.startswith(WDS_PREFIX):
+            return TarShardDataset(spec[len(WDS_PREFIX):], image_size, flip=flip)
+        return HFDiskDataset(spec[len(HF_PREFIX):], image_size, split, flip=flip)
     if Path(spec).is_dir():
         return _build_folder(Path(spec), image_size, split, kwargs)
     raise ValueError(
         f"unknown dataset {spec!r}: use 'shapes', 'shapes:key=value,...' "
-        f"(keys: {', '.join(config_field_names())}) or the path of an existing image folder")
+        f"(keys: {', '.join(config_field_names())}), the path of an existing image folder, "
+        "'wds:SHARDS.tar' or 'hf:SAVED_DATASET'")
 
 
 def parse_shapes_spec(spec: str) -> dict[str, int | float | str]:

@@ -7,10 +7,12 @@ CLI, the demo and the folder dataset all see exactly the same preprocessing.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -97,15 +99,24 @@ def fit_problems(image_size: tuple[int, int], size: int) -> list[str]:
     return problems
 
 
-def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Image:
+def decode_image_bytes(data: bytes, size: int, name: str) -> torch.Tensor:
+    """An encoded image held in memory (a tar member, a dataset cell), preprocessed exactly like
+    :func:`load_image`; ``name`` says where it came from in errors."""
+    _check_size(size)
+    image = open_rgb(io.BytesIO(data), draft_size=size * _DRAFT_FACTOR, name=name)
+    return pil_to_tensor(center_square_resize(image, size))
+
+
+def open_rgb(path: str | os.PathLike | BinaryIO, draft_size: int | None = None, name: str | None = None) -> Image.Image:
     """Open, fully decode and convert an image file to an 8-bit RGB PIL image.
 
     The full decode (``img.load()``) is what exposes truncated files; PIL's ``open`` only reads the
     header. With ``draft_size``, JPEGs may be decoded at a reduced scale (1/2, 1/4, 1/8) that still
     keeps both sides at least ``draft_size`` — several times faster for camera photos.
     """
-    path = Path(path)
-    with open_image(path) as image:
+    if name is None:
+        path = name = Path(path)
+    with open_image(path, name=name) as image:
         if draft_size is not None:
             image.draft(image.mode, (draft_size, draft_size))  # no-op for non-JPEG files
         try:
@@ -113,7 +124,7 @@ def open_rgb(path: str | os.PathLike, draft_size: int | None = None) -> Image.Im
         except (OSError, SyntaxError, EOFError, ValueError) as error:
             # PIL reports truncation and broken streams through these during the decode.
             raise ImageLoadError(
-                f"cannot read image {path}: truncated or corrupt ({_one_line(error)})") from None
+                f"cannot read image {name}: truncated or corrupt ({_one_line(error)})") from None
         return to_rgb(_apply_exif_orientation(image))
 
 
@@ -132,20 +143,22 @@ def max_image_pixels() -> int:
     return value
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Image.open (header only) with clear one-line errors and the size limit of :func:`max_image_pixels`."""
-    path = Path(path)
-    image = _open_unchecked(path)
+def open_image(path: str | os.PathLike | BinaryIO, name: str | os.PathLike | None = None) -> Image.Image:
+    """Image.open (header only) with clear one-line errors and the size limit of :func:`max_image_pixels`;
+    ``path`` may be an open binary file, named ``name`` in errors."""
+    if name is None:
+        path = name = Path(path)
+    image = _open_unchecked(path, name)
     limit = max_image_pixels()
     if image.width * image.height > limit:
         image.close()
-        raise ImageLoadError(f"cannot read image {path}: {image.width} x {image.height} = "
+        raise ImageLoadError(f"cannot read image {name}: {image.width} x {image.height} = "
                              f"{image.width * image.height:,} pixels is more than the limit of {limit:,} "
                              f"(a decompression bomb?); set {MAX_PIXELS_ENV} to open it anyway")
     return image
 
 
-def _open_unchecked(path: Path) -> Image.Image:
+def _open_unchecked(path: Path | BinaryIO, name: str | os.PathLike) -> Image.Image:
     """Image.open with Pillow's own bomb check off (it warns, in two lines, then errors at twice the
     size): the size check above replaces it with one limit and one line."""
     saved = Image.MAX_IMAGE_PIXELS
@@ -155,15 +168,15 @@ def _open_unchecked(path: Path) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = None
             return Image.open(path)
     except FileNotFoundError:
-        raise ImageLoadError(f"cannot read image {path}: no such file") from None
+        raise ImageLoadError(f"cannot read image {name}: no such file") from None
     except IsADirectoryError:
-        raise ImageLoadError(f"cannot read image {path}: it is a folder, not a file") from None
+        raise ImageLoadError(f"cannot read image {name}: it is a folder, not a file") from None
     except PermissionError:
-        raise ImageLoadError(f"cannot read image {path}: permission denied") from None
+        raise ImageLoadError(f"cannot read image {name}: permission denied") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"cannot read image {path}: not a recognised image format") from None
+        raise ImageLoadError(f"cannot read image {name}: not a recognised image format") from None
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
-        raise ImageLoadError(f"cannot read image {path}: {_one_line(error)}") from None
+        raise ImageLoadError(f"cannot read image {name}: {_one_line(error)}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved
 

@@ -105,6 +105,10 @@ def test_tiny_bench_writes_every_field(tmp_path):
     assert train["config"] == "tiny" and train["batch"] == 16
     assert train["images_per_s"] > 0 and 0 < train["pct_of_peak"] and train["peak_memory_mb"] > 0
     assert train["model_flops_per_step"] > 0
+    shards, single = data["dataset"]
+    assert (shards["case"], shards["batch"], single["case"], single["batch"]) == ("shards", 8, "one_at_a_time", 1)
+    assert shards["images"] == single["images"] == 32 and shards["speedup_vs_one_at_a_time"] > 0
+    assert "## Dataset tokenize" in (tmp_path / "bench.md").read_text()
 
 
 @pytest.mark.parametrize("args,message", [

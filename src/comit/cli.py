@@ -85,7 +85,7 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
              model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
              global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "auto",
              batch_size: BatchOption = 8, revision: RevisionOption = None,
-             data: Annotated[Optional[str], typer.Option("--data", help="A dataset instead of files: 'shapes', 'shapes:key=value,...' or an image folder (ImageNet layout).")] = None,
+             data: Annotated[Optional[str], typer.Option("--data", help="A dataset instead of files: 'shapes[:key=value,...]', an image folder (ImageNet layout), 'wds:SHARDS.tar' or 'hf:SAVED_DATASET' (docs/datasets.md).")] = None,
              split: Annotated[str, typer.Option("--split", help="Split of --data.")] = "train",
              shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard (a folder --output).")] = 1000,
              num_workers: Annotated[int, typer.Option("--num-workers", help="DataLoader workers decoding images.")] = 0,

@@ -130,13 +130,14 @@ class ShardsResult:
 
 def tokenize_to_shards(model: COMiT, dataset: Dataset, folder: Path, plan: ShardPlan, *, batch_size: int = 32,
                        num_workers: int = 0, rank: int = 0, world_size: int = 1, precision: str = "fp32",
-                       sources: Sequence[str]) -> ShardsResult:
+                       sources: Sequence[str], show_progress: bool = True) -> ShardsResult:
     """Tokenize this process's missing shards of ``plan`` into ``folder``."""
     claim_folder(folder, plan)
     mine = [shard for shard in range(plan.num_shards) if shard % world_size == rank]
     todo = [shard for shard in mine if not (folder / shard_name(shard)).exists()]
     started, images = time.perf_counter(), 0
-    bar = progress(total=sum(len(plan.images_of(shard)) for shard in todo), desc="tokenize", unit="img")
+    bar = progress(total=sum(len(plan.images_of(shard)) for shard in todo), desc="tokenize", unit="img",
+                   enabled=show_progress)
     for shard in todo:
         tokens = tokenize_shard(model, dataset, plan, shard, batch_size, num_workers, precision, bar)
         indices = plan.images_of(shard)

@@ -64,6 +64,11 @@ def markdown_report(result: dict) -> str:
               r["calls"]["transformer_calls"], r["calls"]["transformer_tokens"], r.get("speedup_vs_baseline"),
               r.get("max_abs_diff_vs_baseline"), r["peak_memory_mb"]]
              for r in result["detokenize"]]))
+    if "dataset" in result:
+        parts.append("## Dataset tokenize (adaptive, 3 local crops)\n\n" + table(
+            ["case", "batch", "images", "ms", "images/s", "x vs one at a time", "peak MB"],
+            [[r["case"], r["batch"], r["images"], spread(r["timing"]), r["images_per_s"],
+              r.get("speedup_vs_one_at_a_time"), r["peak_memory_mb"]] for r in result["dataset"]]))
     if "fast_paths" in result:
         fast = result["fast_paths"]
         parts.append("## Fast paths, one at a time\n\n" + table(

@@ -402,3 +402,55 @@ def train_section(ctx: Context) -> dict:
     from .training import train_step_benchmark
 
     return train_step_benchmark(ctx)
+
+
+# ---------------------------------------------------------------------- dataset tokenize
+DATASET_BATCHES = 4  # the benchmark's dataset is this many batches
+DATASET_MIN_BATCH = 8
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.images[index], "index": index}
+
+
+def dataset_section(ctx: Context) -> list[dict]:
+    """`comit tokenize --data` (DataLoader, batches, shard files written) against a loop over one
+    image at a time, on the same images and settings (adaptive, 3 local crops)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..token_shards import plan_shards, tokenize_to_shards
+
+    model = ctx.model
+    batch = max(ctx.settings.batch, DATASET_MIN_BATCH)
+    generator = torch.Generator().manual_seed(ctx.settings.seed)
+    size = model.config.image_size
+    images = torch.rand(DATASET_BATCHES * batch, 3, size, size, generator=generator) * 2 - 1
+    dataset, sources = _Images(images), [f"bench#{i}" for i in range(len(images))]
+    settings = {"order": "adaptive", "num_crops": ADAPTIVE_CROPS, "global_crop": False, "seed": ctx.settings.seed}
+    plan = plan_shards("random weights", settings, "bench", sources, shard_size=2 * batch)
+
+    def shards():
+        with tempfile.TemporaryDirectory() as folder:
+            return tokenize_to_shards(model, dataset, Path(folder) / "tokens", plan, batch_size=batch,
+                                      sources=sources, show_progress=False).images
+
+    def one_at_a_time():
+        for index in range(len(images)):
+            model.tokenize(images[index:index + 1].to(ctx.device), order="adaptive", num_crops=ADAPTIVE_CROPS)
+        return len(images)
+
+    results, _ = measure(ctx, {"shards": shards, "one_at_a_time": one_at_a_time}, count=False)
+    rows = [{"case": name, "batch": batch if name == "shards" else 1, "images": len(images),
+             "images_per_s": len(images) / result["seconds"], **result} for name, result in results.items()]
+    rows[0]["speedup_vs_one_at_a_time"] = speedup(results["one_at_a_time"], results["shards"])
+    ctx.log(f"dataset tokenize: {rows[0]['images_per_s']:.1f} img/s in shards of batches of {batch}, "
+            f"{rows[1]['images_per_s']:.1f} img/s one at a time (x{rows[0]['speedup_vs_one_at_a_time']:.2f})")
+    return rows

@@ -27,6 +27,7 @@ SECTION_FUNCTIONS: dict[str, Callable] = {
     "detokenize": sections.detokenize_section,
     "fast_paths": sections.fast_paths_section,
     "train": sections.train_section,
+    "dataset": sections.dataset_section,
 }
 
 

@@ -12,8 +12,9 @@ from typing import Annotated, Optional
 import typer
 
 from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
-                          ModelOption, OrderOption, PrecisionOption, RevisionOption, SolverOption, StepsOption)
-from .cli_support import friendly_errors, load_model, parse_order
+                          ModelOption, NumCropsOption, OrderOption, PrecisionOption, RevisionOption, SolverOption,
+                          StepsOption)
+from .cli_support import friendly_errors, load_model, parse_order, resolved_num_crops
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -35,8 +36,6 @@ def main_options(version: Annotated[bool, typer.Option("--version", callback=sho
     """COMiT: tokenize images crop by crop into discrete messages, and paint them back."""
 
 
-DEFAULT_NUM_CROPS = 3
-NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help=f"Crops to observe (default: {DEFAULT_NUM_CROPS}; all for a list).")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
 
 # ---------------------------------------------------------------------- shared helpers
@@ -67,13 +66,6 @@ def progress(iterable, total: int, desc: str):
 
 def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
     return {"order": order, "num_crops": num_crops, "global_crop": global_crop, "seed": seed}
-
-
-def resolved_num_crops(order, num_crops: int | None) -> int:
-    """What --num-crops means when left out: 3 crops for a named order, every crop of a list."""
-    if num_crops is not None:
-        return num_crops
-    return DEFAULT_NUM_CROPS if isinstance(order, str) else len(order)
 
 
 # ---------------------------------------------------------------------- commands

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 DEFAULT_MODEL = "bundled"
+DEFAULT_NUM_CROPS = 3  # what --num-crops means when left out with a named order (a list: all of it)
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
 RevisionOption = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub id.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, ...")]
@@ -21,3 +22,4 @@ SolverOption = Annotated[str, typer.Option("--solver", help="euler | heun | midp
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 PrecisionOption = Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast: faster where the GPU/CPU has bf16 units; not bit-exact).")]
 CompileOption = Annotated[bool, typer.Option("--compile", help="torch.compile the transformer (worth it for long runs).")]
+NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help=f"Crops to observe (default: {DEFAULT_NUM_CROPS}; all for a list).")]

@@ -16,6 +16,8 @@ from functools import wraps
 import click
 import typer
 
+from .cli_options import DEFAULT_NUM_CROPS
+
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeError, KeyError)
 
 # The range of each numeric option, by parameter name, for every command that has it: checked here,
@@ -96,6 +98,13 @@ def load_model(name: str, device: str = "auto", revision: str | None = None):
 
     torch.set_flush_denormal(True)
     return COMiT.from_pretrained(name, device=resolve_device(device), revision=revision)
+
+
+def resolved_num_crops(order, num_crops: int | None) -> int:
+    """What --num-crops means when left out: 3 crops for a named order, every crop of a list."""
+    if num_crops is not None:
+        return num_crops
+    return DEFAULT_NUM_CROPS if isinstance(order, str) else len(order)
 
 
 def parse_order(order: str):

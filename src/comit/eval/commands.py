@@ -15,10 +15,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli_support import friendly_errors, load_model, parse_order
+from ..cli_support import friendly_errors, load_model, parse_order, resolved_num_crops
 from ..cli_options import (BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
-                           GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, OrderOption as OrderOpt,
-                           SolverOption as SolverOpt, StepsOption as StepsOpt)
+                           GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, NumCropsOption as NumCropsOpt,
+                           OrderOption as OrderOpt, SolverOption as SolverOpt, StepsOption as StepsOpt)
 
 eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Measure reconstruction, probes, token-object alignment and crop-budget curves.")
@@ -27,7 +27,6 @@ DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:ke
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate (train | val; folders: a sub-folder).")]
 NumImagesOpt = Annotated[Optional[int], typer.Option("--num-images", "-n", help="Evaluate the first N images (default: all).")]
-NumCropsOpt = Annotated[Optional[int], typer.Option("--num-crops", help="Crops to observe (default 3; a list: all of it).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (per image).")]
 FidOpt = Annotated[str, typer.Option("--fid-features", help="inception | none | shapes-teacher[:DIR] | hf:HUB_ID | "
                                                          "python:package.module:name (see docs/evaluation.md).")]
@@ -58,9 +57,7 @@ def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batc
     from .common import EvalSettings
 
     order_value = parse_order(order)
-    if num_crops is None and isinstance(order_value, str):
-        num_crops = 3
-    return EvalSettings(order=order_value, num_crops=num_crops, global_crop=global_crop, steps=steps, cfg=cfg,
+    return EvalSettings(order=order_value, num_crops=resolved_num_crops(order_value, num_crops), global_crop=global_crop, steps=steps, cfg=cfg,
                         solver=solver, seed=seed, batch_size=batch_size)
 
 

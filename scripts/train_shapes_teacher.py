@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from comit.data import SHAPES, ShapesDataset, build_dataset
-from comit.train.teachers.shapes_net import ShapesNet, ShapesNetConfig
-from comit.train.teachers.shapes_targets import (TeacherAccuracy, cell_targets, pair_targets,
+from comit.teachers.shapes_net import ShapesNet, ShapesNetConfig
+from comit.teachers.shapes_targets import (TeacherAccuracy, cell_targets, pair_targets,
                                                  teacher_loss)
-from comit.train.teachers.shapes_teacher import BUNDLED_TEACHER_DIR, ShapesTeacher
+from comit.teachers.shapes_teacher import BUNDLED_TEACHER_DIR, ShapesTeacher
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,6 @@
 """WebDataset tar shards and Hugging Face datasets folders as sources for training, eval and tokenize."""
 
 import io
-from pathlib import Path
 
 import pytest
 import torch

@@ -10,7 +10,7 @@ from comit.train.config import StepConfig
 from comit.train.losses import flow_matching_loss, negative_cosine, saturation_penalty
 from comit.train.sequences import cut, sample_sequences
 from comit.train.step import TrainingStep
-from comit.train.teachers import TeacherFeatures
+from comit.teachers import TeacherFeatures
 
 from conftest import randomize, tiny_config
 

@@ -29,7 +29,7 @@ ALLOW_PYTHON_ENV = "COMIT_ALLOW_PYTHON_FEATURES"
 
 
 class GlobalFeature(nn.Module):
-    """A teacher (``comit.train.teachers``) seen as a feature extractor: its global feature."""
+    """A teacher (``comit.teachers``) seen as a feature extractor: its global feature."""
 
     def __init__(self, teacher: nn.Module):
         super().__init__()
@@ -45,11 +45,11 @@ def feature_extractor(spec: str) -> nn.Module | None:
     if spec == "inception":
         return None
     if kind == "shapes-teacher":
-        from ..train.teachers.shapes_teacher import BUNDLED_TEACHER_DIR, ShapesTeacher
+        from ..teachers.shapes_teacher import BUNDLED_TEACHER_DIR, ShapesTeacher
 
         return GlobalFeature(ShapesTeacher.from_pretrained(rest or BUNDLED_TEACHER_DIR))
     if kind == "hf" and rest:
-        from ..train.teachers.hf import HFTeacher
+        from ..teachers.hf import HFTeacher
 
         return GlobalFeature(HFTeacher(rest))
     if kind == "python" and ":" in rest:

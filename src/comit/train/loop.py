@@ -38,7 +38,7 @@ from .config import ConfigError, TrainConfig, dump_config, load_config
 from .run_log import VAL_FILE, RunLog, append_line
 from .initialization import initialize_message_stream, start_from_weights
 from .step import TrainingStep
-from .teachers import build_teacher
+from ..teachers import build_teacher
 from .validation import validate
 
 CONFIG_FILE = "config.yaml"

@@ -30,7 +30,7 @@ from ..model.comit import COMiT
 from .config import StepConfig
 from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
 from .sequences import CropSequences, crops_available, cut, sample_sequences
-from .teachers import TeacherFeatures, resample_patches
+from ..teachers import TeacherFeatures, resample_patches
 
 
 @dataclass

@@ -10,7 +10,7 @@ from torch import Tensor
 from .base import Teacher, TeacherError, TeacherFeatures
 from .shapes_net import ShapesNet
 
-BUNDLED_TEACHER_DIR = Path(__file__).resolve().parents[2] / "assets" / "teacher-shapes"
+BUNDLED_TEACHER_DIR = Path(__file__).resolve().parents[1] / "assets" / "teacher-shapes"
 
 
 class ShapesTeacher(Teacher):

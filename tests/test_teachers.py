@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from comit.train.teachers import TeacherError, build_teacher, resample_patches
+from comit.teachers import TeacherError, build_teacher, resample_patches
 
 
 def test_bundled_shapes_teacher():
@@ -23,7 +23,7 @@ def test_bundled_teacher_knows_shapes_and_colours():
     """The shipped weights are the trained ones: on held-out images the dense heads name the shape
     and colour of most object cells (chance is 1/6 and 1/7)."""
     from comit.data import build_dataset
-    from comit.train.teachers.shapes_targets import TeacherAccuracy, cell_targets, pair_targets
+    from comit.teachers.shapes_targets import TeacherAccuracy, cell_targets, pair_targets
 
     teacher = build_teacher("shapes")
     data = build_dataset("shapes", 64, split="val")

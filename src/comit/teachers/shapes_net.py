@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ...atomic import atomic_write
+from ..atomic import atomic_write
 from .base import TeacherError
 
 CONFIG_NAME = "config.json"

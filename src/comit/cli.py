@@ -85,6 +85,7 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
     """Turn images into token messages: one safetensors file (-o x.safetensors) or, for a dataset, a
     folder of shards that a re-run resumes (also under torchrun: one shard range per process)."""
     from .data.folder import expand_image_arguments
+    from .model.acceleration import autocast
     from .tokens_file import save_tokens
 
     if (images is None) == (data is None):
@@ -95,7 +96,7 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
     settings = tokenize_settings(order_value, num_crops, global_crop, seed)
     if output.suffix == ".safetensors" and paths is not None:
         net = prepared_model(model, device, revision, compile_model)
-        with model_precision(net, precision):
+        with autocast(net.device, precision):
             tokens = tokenize_files(net, paths, order_value, num_crops, global_crop, seed, batch_size)
         save_tokens(output, tokens, model=model, fsq_levels=net.config.fsq_levels, settings=settings,
                     sources=[str(p) for p in paths])
@@ -138,12 +139,6 @@ def prepared_model(model: str, device: str, revision, compile_model: bool):
     return net
 
 
-def model_precision(net, precision: str):
-    from .model.acceleration import autocast
-
-    return autocast(net.device, precision)
-
-
 @app.command()
 @friendly_errors
 def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file written by `comit tokenize`.")],
@@ -153,12 +148,13 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
                seed: SeedOption = 0, device: DeviceOption = "auto", batch_size: BatchOption = 8,
                revision: RevisionOption = None, precision: PrecisionOption = "fp32", compile_model: CompileOption = False):
     """Paint images back from a tokens file."""
+    from .model.acceleration import autocast
     from .tokens_file import load_tokens
 
     loaded = load_tokens(tokens_file)
     net = prepared_model(model or loaded.model, device, revision, compile_model)
     loaded.check_compatible(net)
-    with model_precision(net, precision):
+    with autocast(net.device, precision):
         pictures = detokenize_all(net, loaded.tokens, steps, cfg, solver, seed, batch_size)
     write_images(output, output_names([Path(s) for s in loaded.sources]), pictures)
     typer.echo(f"wrote {len(pictures)} images to {output}")
@@ -175,11 +171,12 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
                 compile_model: CompileOption = False):
     """Tokenize then detokenize images (what the message keeps of each)."""
     from .data.folder import expand_image_arguments
+    from .model.acceleration import autocast
 
     images = expand_image_arguments(images)
     net = prepared_model(model, device, revision, compile_model)
     order_value = parse_order(order)
-    with model_precision(net, precision):
+    with autocast(net.device, precision):
         tokens = tokenize_files(net, images, order_value, resolved_num_crops(order_value, num_crops), global_crop,
                                 seed, batch_size)
         pictures = detokenize_all(net, tokens, steps, cfg, solver, seed, batch_size)

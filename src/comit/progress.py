@@ -30,21 +30,24 @@ class _Discard:
 
 
 class LineProgress(tqdm):
-    """A tqdm that prints whole lines to ``file``: one per ``mininterval`` seconds, and the last."""
+    """A tqdm that prints whole lines to ``file``: one per ``mininterval`` seconds, then the last."""
 
     _printed_n: int | None = None
     _printed_at: float = 0.0
+    _lines: int = 0
 
     def __init__(self, *args, file=None, **kwargs):
         self.log = file if file is not None else sys.stderr
         super().__init__(*args, file=_Discard(), **kwargs)
-        self._printed_n, self._printed_at = self.n, self._time()  # a loop shorter than the interval: one line
+        self._printed_n, self._printed_at = self.n, self._time()
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if self._printed_n is None:
             return True  # tqdm's first refresh, from inside __init__
         now = self._time()
-        finished = self.total is not None and self.n >= self.total
+        # The closing line only ends a run of lines: a loop shorter than the interval stays silent,
+        # so a quick command's output (and its one-line errors) is not padded with progress.
+        finished = self.total is not None and self.n >= self.total and self._lines > 0
         due = now - self._printed_at >= self.mininterval
         if self.n == self._printed_n or not (due or finished):
             return True  # a postfix refresh, or too soon: the log gets no new line
@@ -53,6 +56,7 @@ class LineProgress(tqdm):
             self.log.write(text + "\n")
             self.log.flush()
         self._printed_n, self._printed_at = self.n, now
+        self._lines += 1
         return True
 
 

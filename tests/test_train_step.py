@@ -208,6 +208,30 @@ def test_only_the_last_update_carries_gradient(monkeypatch):
     assert model.predictor.c_final_layer.linear.weight.grad is None, "the offset head has no target"
 
 
+def test_backprop_updates_all_trains_every_write(monkeypatch):
+    """The first write's output receives gradient from the loss only when the whole sequence is unrolled."""
+    grads = {}
+    for mode in ("last", "all"):
+        step = _step(StepConfig(min_crops=3, max_crops=3, global_first_p=0.0, unconditional_p=0.0,
+                                backprop_updates=mode))
+        model, first = step.model, []
+        original = model.raw_message
+
+        def spy(*args, **kwargs):
+            raw = original(*args, **kwargs)
+            if not first:
+                first.append(raw)
+                if raw.requires_grad:
+                    raw.retain_grad()
+            return raw
+
+        monkeypatch.setattr(model, "raw_message", spy)
+        step(torch.rand(4, 3, 64, 64) * 2 - 1).loss.backward()
+        grads[mode] = first[0].grad
+    assert grads["last"] is None
+    assert grads["all"] is not None and grads["all"].abs().sum() > 0
+
+
 def test_unconditional_messages_are_m0(monkeypatch):
     step = _step(StepConfig(unconditional_p=1.0, min_crops=1, max_crops=2))
     seen = {}

@@ -108,6 +108,11 @@ class StepConfig(_Section):
         write; the sequences above follow. With the paper's sequences from step 0, the gradient
         carries "global crop from m0" in only 5 % of samples and small runs never learn to read
         the message; after a global-only warm-up they do (docs/training.md).
+    backprop_updates: which message writes carry gradient: ``last`` (the paper's: the first K - 1
+        run without gradient, the model learns to improve a message) or ``all`` (backpropagation
+        through the whole sequence of writes, not in the paper). With ``last``, an early local
+        crop's write is only ever trained when it happens to be the last of its sequence, and the
+        small runs never learnt to write local crops (docs/training.md, "Local crops").
     """
 
     min_crops: int = Field(1, ge=1)
@@ -133,6 +138,7 @@ class StepConfig(_Section):
     saturation_radius: float = Field(2.0, gt=0)
     unseen_weight: float = Field(1.0, ge=0, le=1)
     global_warmup_steps: int = Field(0, ge=0)
+    backprop_updates: Literal["last", "all"] = "last"
 
 
 class InitConfig(_Section):

@@ -5,7 +5,7 @@ For a batch of images:
 1. draw a crop sequence per image: K crops, with some probability the whole image first;
 2. write the message crop by crop from m0; the first K - 1 updates run WITHOUT gradient, only the
    last one carries gradient (through FSQ's straight-through rounding) — the model learns to
-   improve a message, not to unroll K steps;
+   improve a message, not to unroll K steps (``backprop_updates: all``, not the paper's, unrolls);
 3. with some probability replace the message by m0 (so the decoder also learns the unconditional
    velocity that guidance needs);
 4. flow matching on the full-image latent, read through the message with the decoding offset
@@ -19,6 +19,7 @@ reproducible and a resumed run continues exactly.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -87,9 +88,9 @@ class TrainingStep(nn.Module):
             (cfg.min_crops, self.max_crops, cfg.global_first_p)
         crops = sample_sequences(batch, model.crops, fewest, most, global_first_p, cfg.crop_positions)
 
-        # 2. Write the message: K - 1 updates without gradient, the last one with it.
+        # 2. Write the message: K - 1 updates without gradient (unless backprop_updates=all), the last with it.
         messages = model.empty_message(batch)
-        with torch.no_grad():
+        with torch.no_grad() if cfg.backprop_updates == "last" else nullcontext():
             for step in range(crops.length - 1):
                 column = torch.full((batch,), step)
                 messages, _ = self.observe(images, crops, column, messages, select=column < crops.last())

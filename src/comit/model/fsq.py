@@ -40,15 +40,8 @@ class FSQ(nn.Module):
         levels = [int(level) for level in levels]
         if not levels or min(levels) < 2:
             raise ValueError(f"FSQ levels must be a non-empty list of integers >= 2, got {levels}")
-        for name, p in (("drop_quantization_p", drop_quantization_p), ("corrupt_p", corrupt_p)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"FSQ {name} must lie in [0, 1], got {p}")
-        if straight_through not in STRAIGHT_THROUGH:
-            raise ValueError(f"FSQ straight_through must be one of {STRAIGHT_THROUGH}, got {straight_through!r}")
         self.levels = tuple(levels)
-        self.drop_quantization_p = float(drop_quantization_p)
-        self.corrupt_p = float(corrupt_p)
-        self.straight_through = straight_through
+        self.set_training_options(drop_quantization_p, corrupt_p, straight_through)
         lv = torch.tensor(levels, dtype=torch.float64)
         basis = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.int64), dim=0)
         half_width = (lv - 1) * (1 + 1e-3) / 2
@@ -62,6 +55,18 @@ class FSQ(nn.Module):
         self.register_buffer("_half_width", half_width.float(), persistent=False)
         self.register_buffer("_offset", offset.float(), persistent=False)
         self.register_buffer("_shift", torch.atanh(offset / half_width).float(), persistent=False)
+
+    def set_training_options(self, drop_quantization_p: float = 0.0, corrupt_p: float = 0.0,
+                             straight_through: str = "bounded") -> None:
+        """The training-only behaviour (see the class docstring); a trainer sets it on a built model."""
+        for name, p in (("drop_quantization_p", drop_quantization_p), ("corrupt_p", corrupt_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"FSQ {name} must lie in [0, 1], got {p}")
+        if straight_through not in STRAIGHT_THROUGH:
+            raise ValueError(f"FSQ straight_through must be one of {STRAIGHT_THROUGH}, got {straight_through!r}")
+        self.drop_quantization_p = float(drop_quantization_p)
+        self.corrupt_p = float(corrupt_p)
+        self.straight_through = straight_through
 
     @property
     def dim(self) -> int:

@@ -54,9 +54,8 @@ class TrainingStep(nn.Module):
         self.model = model
         self.config = config
         self.max_crops = config.max_crops or crops_available(model.crops.num_local, config.global_first_p)
-        model.quantizer.drop_quantization_p = config.drop_quantization_p
-        model.quantizer.corrupt_p = config.corrupt_p
-        model.quantizer.straight_through = config.fsq_straight_through
+        model.quantizer.set_training_options(config.drop_quantization_p, config.corrupt_p,
+                                             config.fsq_straight_through)
         if isinstance(model.vae, nn.Module):
             model.vae.requires_grad_(False)
         model.predictor.c_final_layer.requires_grad_(False)

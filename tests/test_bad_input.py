@@ -178,7 +178,7 @@ def test_crop_indices_beyond_the_model_are_refused(tmp_path, tokens_file):
 @pytest.mark.parametrize("args, fragment", [
     (["reconstruct", "{picture}", "-o", "{out}", "--batch-size", 0], "--batch-size must be >= 1, got 0"),
     (["reconstruct", "{picture}", "-o", "{out}", "--steps", 0], "--steps must be >= 1, got 0"),
-    (["eval", "recon", "-o", "{out}", "-n", 0], "--num-images must be >= 1, got 0"),
+    (["eval", "recon", "-o", "{out}", "-n", -1], "--num-images must be >= 0, got -1"),
     (["serve", "--max-upload-mb", "inf"], "--max-upload-mb must be a finite number, got inf"),
     (["serve", "--max-upload-mb", "nan"], "--max-upload-mb must be a finite number, got nan"),
     (["serve", "--max-upload-mb", 0], "--max-upload-mb must be > 0, got 0.0"),

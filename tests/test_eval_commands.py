@@ -142,6 +142,25 @@ def test_crops_command(tmp_path, tiny_model_dir):
     assert first["raster_scan+global"] == first["adaptive+global"]
 
 
+def test_default_sizes_finish_in_minutes_and_zero_means_every_image(tmp_path, tiny_model_dir):
+    from comit.eval import commands
+
+    help_text = runner.invoke(app, ["eval", "all", "--help"], env={"COLUMNS": "200"}).output
+    for default in ("(0: all). [default: 100]", "(0: all). [default: 1000]", "(0: all). [default: 16]",
+                    "[default: 1,3,9]", "about 5 minutes"):
+        assert default in help_text
+    assert (commands.DEFAULT_EVAL_IMAGES, commands.DEFAULT_PROBE_TRAIN) == (100, 1000)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "recon"
+    result = run_eval("recon", "-m", tiny_model_dir, "--data", folder, "-n", 0, "--steps", 1,
+                      "--fid-features", "none", "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert results(out)["metrics"]["num_images"] == 5
+
+
 @pytest.mark.parametrize("args, message", [
     (["align", "--data", "FOLDER"], "alignment needs object masks"),
     (["align", "--q", "0"], r"q must lie in \(0, 100\]"),

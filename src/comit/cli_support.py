@@ -22,9 +22,10 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeErr
 
 # The range of each numeric option, by parameter name, for every command that has it: checked here,
 # before the command runs, so that no command meets a 0 batch or an infinite size.
-AT_LEAST_ONE = ("batch_size", "batch", "steps", "num_images", "num_crops", "num_train", "epochs", "repeats",
-                "top_tokens", "crop_images", "image_size", "latent_channels", "width", "shard_size")
-AT_LEAST_ZERO = ("patience", "warmup", "threads", "seed", "lr", "latent_noise", "num_workers")
+AT_LEAST_ONE = ("batch_size", "batch", "steps", "num_crops", "epochs", "repeats",
+                "top_tokens", "image_size", "latent_channels", "width", "shard_size")
+AT_LEAST_ZERO = ("patience", "warmup", "threads", "seed", "lr", "latent_noise", "num_workers",
+                 "num_images", "num_train", "crop_images")  # eval's image counts: 0 means all
 POSITIVE = ("max_upload_mb",)
 FRACTION = ("holdout_fraction",)
 

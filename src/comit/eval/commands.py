@@ -26,7 +26,16 @@ eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:key=value,...' or an image folder.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate (train | val; folders: a sub-folder).")]
-NumImagesOpt = Annotated[Optional[int], typer.Option("--num-images", "-n", help="Evaluate the first N images (default: all).")]
+# Defaults sized so that `comit eval all` on the bundled model finishes in about 5 minutes on a
+# 2-core CPU (docs/evaluation.md); 0 asks for every image, as a paper-scale evaluation wants.
+DEFAULT_EVAL_IMAGES = 100
+DEFAULT_PROBE_TRAIN = 1000
+DEFAULT_CROP_IMAGES = 16
+DEFAULT_CROP_COUNTS = "1,3,9"
+NumImagesOpt = Annotated[int, typer.Option(
+    "--num-images", "-n", help="Evaluate the first N images (0: all).")]
+CropImagesOpt = Annotated[int, typer.Option(
+    "--num-images", "-n", help="Images for the curves (0: all).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (per image).")]
 FidOpt = Annotated[str, typer.Option("--fid-features", help="inception | none | shapes-teacher[:DIR] | hf:HUB_ID | "
                                                          "python:package.module:name (see docs/evaluation.md).")]
@@ -38,15 +47,22 @@ DirectionOpt = Annotated[str, typer.Option("--direction", help="token_to_patch |
 QOpt = Annotated[str, typer.Option("--q", help="Top-Q percentages the score is averaged over.")]
 LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="CSV with columns image,label[,split] (probe on any images).")]
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="semantic,compositional,relational (shapes) or classes.")]
-NumTrainOpt = Annotated[Optional[int], typer.Option("--num-train", help="Probe-training images (default: all).")]
+NumTrainOpt = Annotated[int, typer.Option(
+    "--num-train", help="Probe-training images (0: all).")]
 ProbeInputOpt = Annotated[str, typer.Option("--probe-input", help="ids (learned embedding) | codes (FSQ codes).")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Most probe epochs (early stopping may end sooner).")]
 PatienceOpt = Annotated[int, typer.Option("--patience", help="Epochs without validation gain before stopping.")]
 HoldoutOpt = Annotated[float, typer.Option("--holdout-fraction", help="Share of concept pairs held out (compositional).")]
 OrdersOpt = Annotated[str, typer.Option("--orders", help="Orders to compare, comma-separated.")]
 GlobalModesOpt = Annotated[str, typer.Option("--global", help="both | on | off: policies with / without the global crop.")]
-CountsOpt = Annotated[Optional[str], typer.Option("--crop-counts", help="Crop counts to measure, e.g. 1,2,3,5,9 (default: all).")]
+CountsOpt = Annotated[str, typer.Option(
+    "--crop-counts", help="Crop counts to measure, e.g. 1,2,3,5,9 ('all': every count).")]
 MetricsOpt = Annotated[Optional[str], typer.Option("--metrics", help="recon,align,probe (default: what the data allows).")]
+
+
+def _all_if_zero(count: int) -> int | None:
+    """The loaders' "every item" is None; on the command line it is 0."""
+    return None if count == 0 else count
 
 
 def _model(name: str, device: str):
@@ -109,7 +125,7 @@ def _say(out: Path, summary: str) -> None:
 @eval_app.command()
 @friendly_errors
 def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
-          num_images: NumImagesOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+          num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
           global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
           fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
           device: DeviceOpt = "auto"):
@@ -120,7 +136,7 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     started = time.perf_counter()
     net = _model(model, device)
     settings = _settings(order, num_crops, global_crop, steps, cfg, solver, seed, batch_size)
-    dataset = load_dataset(data, net.config.image_size, split, num_images)
+    dataset = load_dataset(data, net.config.image_size, split, _all_if_zero(num_images))
     results = _finish(ctx, evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
     write_recon_report(out, results, reconstruction_examples(net, dataset, settings))
     m = results["metrics"]
@@ -132,7 +148,7 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @eval_app.command()
 @friendly_errors
 def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
-          split: SplitOpt = "val", num_images: NumImagesOpt = None, order: OrderOpt = "adaptive",
+          split: SplitOpt = "val", num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = "adaptive",
           num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
           times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
           q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
@@ -143,7 +159,7 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     started = time.perf_counter()
     net = _model(model, device)
     settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
-    dataset = load_dataset(data, net.config.image_size, split, num_images, masks=masks)
+    dataset = load_dataset(data, net.config.image_size, split, _all_if_zero(num_images), masks=masks)
     align_settings = _align_settings(layer, times, heads, direction, q)
     results = _finish(ctx, evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
     write_align_report(out, results)
@@ -155,7 +171,7 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @eval_app.command()
 @friendly_errors
 def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
-          tasks: TasksOpt = None, num_train: NumTrainOpt = None, num_images: NumImagesOpt = None,
+          tasks: TasksOpt = None, num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES,
           order: OrderOpt = "raster_scan", num_crops: Annotated[Optional[int], typer.Option(
               "--num-crops", help="Crops to observe (default 1: with --global-crop, the global crop only).")] = 1,
           global_crop: Annotated[bool, typer.Option("--global-crop/--no-global-crop",
@@ -168,7 +184,8 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     started = time.perf_counter()
     net = _model(model, device)
     settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
-    train, test, classes = probe_datasets(data, net.config.image_size, labels, num_train, num_images, seed=seed)
+    train, test, classes = probe_datasets(data, net.config.image_size, labels, _all_if_zero(num_train),
+                                          _all_if_zero(num_images), seed=seed)
     probe_settings = _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed)
     results = _finish(ctx, evaluate_probes(net, train, test, settings, probe_settings, classes), model, data,
                       net.device, started)
@@ -180,9 +197,10 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @eval_app.command()
 @friendly_errors
 def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
-          labels: LabelsOpt = None, split: SplitOpt = "val", num_images: NumImagesOpt = None,
-          num_train: NumTrainOpt = None, orders: OrdersOpt = "raster_scan,random,adaptive",
-          global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = None, metrics: MetricsOpt = None,
+          labels: LabelsOpt = None, split: SplitOpt = "val", num_images: CropImagesOpt = DEFAULT_CROP_IMAGES,
+          num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, orders: OrdersOpt = "raster_scan,random,adaptive",
+          global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = DEFAULT_CROP_COUNTS,
+          metrics: MetricsOpt = None,
           steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler", fid_features: FidOpt = "none",
           layer: LayerOpt = -1, times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean",
           direction: DirectionOpt = "token_to_patch", q: QOpt = "10,20,30,40,50", tasks: TasksOpt = None,
@@ -199,14 +217,15 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     families = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     curves = CurveSettings(orders=[o.strip() for o in orders.split(",") if o.strip()],
                            global_crop=_global_modes(global_modes),
-                           crop_counts=parse_numbers(crop_counts, int, "--crop-counts") if crop_counts else None,
+                           crop_counts=None if crop_counts.strip() == "all" else
+                           parse_numbers(crop_counts, int, "--crop-counts"),
                            metrics=families)
     wants_probe = "probe" in families if families else (labels is not None or _is_shapes(data)) and masks is None
     if wants_probe:  # the probes' own test images, so probe-training and test images never overlap
-        probe_train, dataset, _ = probe_datasets(data, net.config.image_size, labels, num_train, num_images,
-                                                 seed=seed)
+        probe_train, dataset, _ = probe_datasets(data, net.config.image_size, labels, _all_if_zero(num_train),
+                                                 _all_if_zero(num_images), seed=seed)
     else:
-        probe_train, dataset = None, load_dataset(data, net.config.image_size, split, num_images, masks=masks)
+        probe_train, dataset = None, load_dataset(data, net.config.image_size, split, _all_if_zero(num_images), masks=masks)
     results = evaluate_crop_curves(net, dataset, settings, curves, fid_features,
                                    _align_settings(layer, times, heads, direction, q), probe_train,
                                    _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed))
@@ -229,14 +248,20 @@ def _is_shapes(data: str) -> bool:
 @eval_app.command("all")
 @friendly_errors
 def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes",
-         masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = None,
-         num_train: NumTrainOpt = None, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+         masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES,
+         num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
          global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
-         fid_features: FidOpt = "inception", crop_counts: CountsOpt = None,
-         crop_images: Annotated[Optional[int], typer.Option(
-             "--crop-images", help="Images for the crop curves, the costliest part (default: --num-images).")] = None,
+         fid_features: FidOpt = "inception", crop_counts: CountsOpt = DEFAULT_CROP_COUNTS,
+         crop_images: Annotated[int, typer.Option(
+             "--crop-images",
+             help="Images for the crop curves, the costliest part (0: all).")]
+         = DEFAULT_CROP_IMAGES,
          epochs: EpochsOpt = 50, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
-    """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md."""
+    """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md.
+
+    With the default sizes, about 5 minutes for the bundled model on a 2-core CPU; `-n 0
+    --num-train 0 --crop-images 0 --crop-counts all` evaluates everything (hours on a CPU).
+    """
     started = time.perf_counter()
     common = dict(model=model, data=data, num_images=num_images, seed=seed, batch_size=batch_size, device=device)
     policy = dict(order=order, num_crops=num_crops, global_crop=global_crop)
@@ -247,7 +272,7 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
     if labels is not None or _is_shapes(data) or _has_class_folders(data):
         runs["probe"] = lambda o: probe(ctx, o, labels=labels, num_train=num_train, epochs=epochs, **common)
     runs["crops"] = lambda o: crops(ctx, o, masks=masks, labels=labels, num_train=num_train, crop_counts=crop_counts,
-                                    epochs=epochs, **{**common, "num_images": crop_images or num_images}, **decoding)
+                                    epochs=epochs, **{**common, "num_images": crop_images}, **decoding)
     parts = {}
     for name, run in runs.items():
         run(out / name)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from comit import COMiT, Tokens
+from conftest import randomize, tiny_config
 
 ORDERS = ["raster_scan", "random", "adaptive", [4, 1, 0], [[1, 2], [3, 0]]]
 
@@ -228,3 +229,20 @@ def test_plain_object_autoencoder(tiny_images):
     model = randomize(COMiT(tiny_config(), autoencoder=Halves()))
     assert "vae" not in dict(model.named_children())
     assert model.reconstruct(tiny_images, num_crops=1, num_steps=1).shape == tiny_images.shape
+
+
+def test_absolute_crop_positions_write_each_crop_at_its_place(tmp_path):
+    """The same pixels seen as crop 0 and as crop 8 write the same message when only the offset
+    (zero for a first crop) says where they came from (the paper's design), and different ones
+    when the crop's patches take their positions in the image; the field survives a save."""
+    images = torch.rand(1, 3, 64, 64) * 2 - 1
+    images[..., 40:, 40:] = images[..., :24, :24]  # crop 8 (bottom right) shows what crop 0 shows
+    written = {}
+    for positions in ("top_left", "absolute"):
+        model = randomize(COMiT(tiny_config(crop_patch_positions=positions)))
+        first, last = (model.tokenize(images, order=[k], num_crops=1, global_crop=False).messages for k in (0, 8))
+        written[positions] = (first, last)
+        model.save_pretrained(tmp_path / positions)
+        assert COMiT.from_pretrained(tmp_path / positions).config.crop_patch_positions == positions
+    assert torch.equal(*written["top_left"])
+    assert not torch.equal(*written["absolute"])

@@ -232,6 +232,25 @@ def test_backprop_updates_all_trains_every_write(monkeypatch):
     assert grads["all"] is not None and grads["all"].abs().sum() > 0
 
 
+def test_training_writes_give_the_crop_locations(monkeypatch):
+    """Training passes each crop's location with its write, as tokenize does (an absolute-position
+    model refuses a write without one)."""
+    torch.manual_seed(0)
+    model = randomize(COMiT(tiny_config(crop_patch_positions="absolute")))
+    step = TrainingStep(model, StepConfig(min_crops=2, max_crops=2, global_first_p=1.0)).train()
+    locations = []
+    original = model.raw_message
+
+    def spy(latents, messages, offset, location=None):
+        locations.append(location)
+        return original(latents, messages, offset, location)
+
+    monkeypatch.setattr(model, "raw_message", spy)
+    step(torch.rand(3, 3, 64, 64) * 2 - 1).loss.backward()
+    assert torch.equal(locations[0], torch.zeros(3, 2))  # the global crop: the image's centre
+    assert bool((locations[1].abs().amax(dim=1) > 0.5).all())  # local crops: none at the centre
+
+
 def test_unconditional_messages_are_m0(monkeypatch):
     step = _step(StepConfig(unconditional_p=1.0, min_crops=1, max_crops=2))
     seen = {}

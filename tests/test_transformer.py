@@ -6,7 +6,7 @@ import torch
 
 from comit.model.config import ModelConfig
 from comit.model.transformer import (Transformer, build_attention_mask, count_parameters, explicit_attention_weights,
-                                     sincos_pos_embed_2d, timestep_features)
+                                     sincos_at, sincos_pos_embed_2d, timestep_features)
 
 from golden import DATA
 
@@ -213,3 +213,35 @@ def test_data_prediction_is_turned_into_the_velocity_of_the_path():
     clamped = small(prediction="data")(x, near_one, message, offset).velocity
     raw = small(prediction="velocity")(x, near_one, message, offset).velocity
     assert torch.allclose(clamped, (raw - x) / 0.05, atol=1e-4), "1 - t is clamped at 0.05"
+
+
+# ---------------------------------------------------------------------- crop patch positions
+def _crop_transformer(positions: str) -> Transformer:
+    # 64-px pixel space with patches of 4: a 16x16 table; 24-px crops (6x6 patches) with stride 20 px = 5 patches
+    torch.manual_seed(0)
+    return Transformer(hidden_size=32, depth=1, num_heads=2, num_msg_tokens=4, patch_size=4, max_input_size=64,
+                       in_channels=3, representation_layer=0, crop_patch_positions=positions)
+
+
+def test_absolute_crop_positions_take_the_crops_place_in_the_table():
+    model = _crop_transformer("absolute")
+    table = model.pos_embed.view(16, 16, -1)
+    x = (20 + 24 / 2) / 32 - 1  # centre of the crop at left = 20 px, top = 40 px
+    y = (40 + 24 / 2) / 32 - 1
+    positions = model.patch_positions(6, 6, torch.tensor([[x, y], [-0.625, -0.625]]))
+    assert torch.allclose(positions[0], table[10:16, 5:11].reshape(36, -1), atol=1e-6)
+    assert torch.allclose(positions[1], table[:6, :6].reshape(36, -1), atol=1e-6)  # the top-left crop
+    assert torch.equal(model.patch_positions(16, 16, None), model.pos_embed)  # the whole image: the table
+    # between two patches (a stride of 2.5 patches): the sin-cos entries at the fractional position
+    half = model.patch_positions(6, 6, torch.tensor([[x - 2.5 / 8, y]]))
+    assert torch.allclose(half[0, 0], sincos_at(32, torch.tensor(10.0), torch.tensor(2.5)).float(), atol=1e-6)
+    with pytest.raises(ValueError, match="pass the crop's location"):
+        model.patch_positions(6, 6, None)
+
+
+def test_top_left_crop_positions_ignore_the_location():
+    model = _crop_transformer("top_left")
+    table = model.pos_embed.view(16, 16, -1)
+    assert torch.equal(model.patch_positions(6, 6, torch.tensor([[0.3, 0.4]])), table[:6, :6].reshape(1, 36, -1))
+    with pytest.raises(ValueError, match="crop_patch_positions must be one of"):
+        _crop_transformer("sideways")

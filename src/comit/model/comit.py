@@ -267,17 +267,21 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             pixels = images[group] if bool(is_global[group].all()) else \
                 self.crops.cut(images[group], indices[group], global_crop)
             latents = encode(self.vae, pixels, generator)
-            updated[group] = self.write_message(latents, messages[group], offset[group])
+            location = self.crops.locations(indices[group], global_crop)
+            updated[group] = self.write_message(latents, messages[group], offset[group], location)
         return updated
 
-    def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message)."""
-        return self.quantizer(self.raw_message(latents, messages, offset))
+    def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
+                      location: torch.Tensor | None = None) -> torch.Tensor:
+        """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message); ``location`` [B, 2]
+        (the crop's centre) is read only by models with ``crop_patch_positions: absolute``."""
+        return self.quantizer(self.raw_message(latents, messages, offset, location))
 
-    def raw_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    def raw_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
+                    location: torch.Tensor | None = None) -> torch.Tensor:
         """The new message before FSQ, in float32 (also under a bf16 autocast)."""
         t = torch.ones(latents.shape[0], device=latents.device)
-        return self.predictor(latents, t, messages, offset).message.float()
+        return self.predictor(latents, t, messages, offset, location=location).message.float()
 
     def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
                          noise: torch.Tensor, latents: torch.Tensor | None = None) -> "ReconstructionError":

@@ -80,6 +80,14 @@ class ModelConfig(BaseModel):
     through (pixel-space models with large patches; Li & He 2025, "Back to Basics: Let Denoising
     Generative Models Denoise").
 
+    ``crop_patch_positions``: which rows of the fixed sin-cos position table a crop's patches take
+    when the message is written. ``top_left`` (the paper and the released code): every crop takes
+    the table's top-left part, so where the crop lies enters only through the offset token, and
+    the encoder must learn to move the message's content by each offset. ``absolute`` (ours, not
+    in the paper): a crop's patches take the positions they have in the whole image (fractional
+    where the crop stride is not a whole number of patches), so a local crop is written the way
+    the global crop is, at its place; the offsets are still given (docs/training.md).
+
     Geometry follows the image: the latent grid is ``image_size / autoencoder factor``; crops are
     a ``grid_size`` x ``grid_size`` grid of ``crop_size`` pixels with stride
     ``(image_size - crop_size) // (grid_size - 1)``.
@@ -96,6 +104,7 @@ class ModelConfig(BaseModel):
     fsq_levels: list[int] = Field(default_factory=lambda: list(PAPER_LEVELS))
     attention: Literal["hard", "released"] = "hard"
     prediction: Literal["velocity", "data"] = "velocity"
+    crop_patch_positions: Literal["top_left", "absolute"] = "top_left"
     image_size: int = Field(256, gt=0)
     crop_size: int = Field(96, gt=0)
     grid_size: int = Field(3, gt=0)
@@ -144,7 +153,8 @@ class ModelConfig(BaseModel):
                     num_msg_tokens=self.num_msg_tokens, msg_tokens_dim=self.msg_tokens_dim,
                     patch_size=self.patch_size, max_input_size=self.max_input_size,
                     in_channels=self.in_channels, representation_layer=self.representation_layer,
-                    mlp_ratio=self.mlp_ratio, attention=self.attention, prediction=self.prediction)
+                    mlp_ratio=self.mlp_ratio, attention=self.attention, prediction=self.prediction,
+                    crop_patch_positions=self.crop_patch_positions)
 
     @classmethod
     def sized(cls, size: str, **overrides) -> "ModelConfig":

@@ -57,6 +57,8 @@ class PredictorOutput:
 
 # What the velocity head predicts (ModelConfig.prediction).
 PREDICTIONS = ("velocity", "data")
+# Which positions a crop's patches take (ModelConfig.crop_patch_positions).
+CROP_PATCH_POSITIONS = ("top_left", "absolute")
 # 1 - t is clamped here when a data prediction becomes a velocity (t = 1 is the writing time).
 MIN_REMAINING_TIME = 0.05
 
@@ -86,19 +88,23 @@ def timestep_features(t: torch.Tensor, dim: int = TIMESTEP_DIM, max_period: floa
 def sincos_pos_embed_2d(hidden_size: int, grid_size: int) -> torch.Tensor:
     """[grid*grid, hidden] table: first half encodes the column, second half the row;
     each half is [sin | cos] of p * 10000^(-k / (hidden/4))."""
+    pos = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
+    return sincos_at(hidden_size, rows.reshape(-1), cols.reshape(-1)).float()
+
+
+def sincos_at(hidden_size: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The table's entries at any (also fractional) positions: rows, cols [...] -> [..., hidden]."""
     if hidden_size % 4:
         raise ValueError(f"hidden_size must be divisible by 4 for the 2-D sin-cos table, got {hidden_size}")
     quarter = hidden_size // 4
-    freqs = 10000.0 ** (-torch.arange(quarter, dtype=torch.float64) / quarter)
-    pos = torch.arange(grid_size, dtype=torch.float64)
+    freqs = 10000.0 ** (-torch.arange(quarter, dtype=torch.float64, device=rows.device) / quarter)
 
     def encode(p: torch.Tensor) -> torch.Tensor:
-        angles = p[:, None] * freqs[None]
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+        angles = p.to(torch.float64)[..., None] * freqs
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
-    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
-    table = torch.cat([encode(cols.reshape(-1)), encode(rows.reshape(-1))], dim=1)
-    return table.float()
+    return torch.cat([encode(cols), encode(rows)], dim=-1)
 
 
 def mlp_embedder(in_features: int, hidden_size: int) -> nn.Sequential:
@@ -235,12 +241,15 @@ class Transformer(nn.Module):
                  num_msg_tokens: int = 256, msg_tokens_dim: int = 6, patch_size: int = 2,
                  max_input_size: int = 32, in_channels: int = 4, out_channels: int | None = None,
                  representation_layer: int = 4, mlp_ratio: float = 4.0,
-                 attention: AttentionMode = "hard", prediction: str = "velocity"):
+                 attention: AttentionMode = "hard", prediction: str = "velocity",
+                 crop_patch_positions: str = "top_left"):
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if crop_patch_positions not in CROP_PATCH_POSITIONS:
+            raise ValueError(f"crop_patch_positions must be one of {CROP_PATCH_POSITIONS}, got {crop_patch_positions!r}")
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         if max_input_size % patch_size:
@@ -256,6 +265,7 @@ class Transformer(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.representation_layer, self.mlp_ratio = representation_layer, mlp_ratio
         self.attention, self.prediction = attention, prediction
+        self.crop_patch_positions = crop_patch_positions
         grid = max_input_size // patch_size
         self.grid_size = grid
 
@@ -308,14 +318,15 @@ class Transformer(nn.Module):
         nn.init.zeros_(self.final_layer.linear.bias)
 
     def config(self) -> dict:
-        """Constructor arguments (the released `predictor` config entries plus `attention` and
-        `prediction`)."""
+        """Constructor arguments (the released `predictor` config entries plus `attention`,
+        `prediction` and `crop_patch_positions`)."""
         return dict(hidden_size=self.hidden_size, depth=self.depth, num_heads=self.num_heads,
                     num_msg_tokens=self.num_msg_tokens, msg_tokens_dim=self.msg_tokens_dim,
                     patch_size=self.patch_size, max_input_size=self.max_input_size,
                     in_channels=self.in_channels, out_channels=self.out_channels,
                     representation_layer=self.representation_layer, mlp_ratio=self.mlp_ratio,
-                    attention=self.attention, prediction=self.prediction)
+                    attention=self.attention, prediction=self.prediction,
+                    crop_patch_positions=self.crop_patch_positions)
 
     # ------------------------------------------------------------------ pieces
     def attention_mask(self, num_patches: int, num_queries: int, device: torch.device) -> torch.Tensor | None:
@@ -329,12 +340,24 @@ class Transformer(nn.Module):
                                                              self.attention, device)
         return self._mask_cache[key]
 
-    def patch_positions(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        """A crop smaller than the full latent takes the top-left part of the table: where it
-        came from enters only through the offset."""
+    def patch_positions(self, grid_h: int, grid_w: int, location: torch.Tensor | None = None) -> torch.Tensor:
+        """[1 or B, h*w, hidden]. With ``top_left`` (the released design) a crop smaller than the
+        full latent takes the top-left part of the table: where it came from enters only through
+        the offset. With ``absolute``, each crop's patches take their positions in the whole image,
+        from the crop's ``location`` [B, 2] (its centre in [-1, 1], x first)."""
         if grid_h > self.grid_size or grid_w > self.grid_size:
             raise ValueError(f"latent of {grid_h * self.patch_size}x{grid_w * self.patch_size} exceeds "
                              f"max_input_size {self.max_input_size}")
+        if self.crop_patch_positions == "absolute" and (grid_h, grid_w) != (self.grid_size, self.grid_size):
+            if location is None:
+                raise ValueError("this model places crop patches at their positions in the image "
+                                 "(crop_patch_positions: absolute): pass the crop's location")
+            # the crop's top-left patch, in patches of the full grid: centre -> corner
+            top = (location[:, 1:] + 1) / 2 * self.grid_size - grid_h / 2
+            left = (location[:, :1] + 1) / 2 * self.grid_size - grid_w / 2
+            rows = top + torch.arange(grid_h, device=location.device).repeat_interleave(grid_w)
+            cols = left + torch.arange(grid_w, device=location.device).repeat(grid_h)
+            return sincos_at(self.hidden_size, rows, cols).to(self.pos_embed.dtype)
         table = self.pos_embed.view(self.grid_size, self.grid_size, -1)
         return table[:grid_h, :grid_w].reshape(1, grid_h * grid_w, -1)
 
@@ -346,7 +369,7 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, message: torch.Tensor,
                 offset: torch.Tensor, with_queries: bool = True,
-                attention_layers: tuple[int, ...] = ()) -> PredictorOutput:
+                attention_layers: tuple[int, ...] = (), location: torch.Tensor | None = None) -> PredictorOutput:
         b, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
@@ -365,7 +388,7 @@ class Transformer(nn.Module):
 
         streams = [
             self.c_embedder(offset.to(cond.dtype))[:, None] + self.c_pos_embed,
-            self.x_embedder(x) + self.patch_positions(grid_h, grid_w),
+            self.x_embedder(x) + self.patch_positions(grid_h, grid_w, location),
             self.r_embedder(message.to(cond.dtype)) + self.r_pos_embed,
         ]
         num_queries = self.num_msg_tokens if with_queries else 0

@@ -158,7 +158,8 @@ class TrainingStep(nn.Module):
             with torch.no_grad():
                 latents = encode(self.model.vae, pixels)
             on_device = group.to(images.device)
-            written = self.model.raw_message(latents, messages[on_device], offset[on_device])
+            location = crops.locations(column, self.model.config.image_size)[group].to(images.device)
+            written = self.model.raw_message(latents, messages[on_device], offset[on_device], location)
             raw[on_device] = written
             updated[on_device] = self.model.quantizer(written)
         return updated, raw

@@ -242,7 +242,7 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
                 indices = plan[step]
             location = self.crops.locations(indices, global_crop)
             offset = step_offsets(location, previous)
-            messages = self._observe(images, indices, messages, offset, global_crop, generator, active)
+            messages = self._observe(images, indices, messages, offset, location, global_crop, generator, active)
             previous = location if previous is None else torch.where(active[:, None], location, previous)
             seen[torch.arange(batch, device=self.device)[active], indices[active]] = True
             history.append(torch.where(active, indices, torch.full_like(indices, -1)))
@@ -256,7 +256,8 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
                       crop_order=crop_order, num_crops=used, global_crop=global_crop)
 
     def _observe(self, images: torch.Tensor, indices: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
-                 global_crop: bool, generator: torch.Generator | None, active: torch.Tensor) -> torch.Tensor:
+                 location: torch.Tensor, global_crop: bool, generator: torch.Generator | None,
+                 active: torch.Tensor) -> torch.Tensor:
         """One message update per active image; global and local crops run as separate batches
         (their latents differ in size)."""
         updated = messages.clone()
@@ -267,8 +268,7 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             pixels = images[group] if bool(is_global[group].all()) else \
                 self.crops.cut(images[group], indices[group], global_crop)
             latents = encode(self.vae, pixels, generator)
-            location = self.crops.locations(indices[group], global_crop)
-            updated[group] = self.write_message(latents, messages[group], offset[group], location)
+            updated[group] = self.write_message(latents, messages[group], offset[group], location[group])
         return updated
 
     def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,

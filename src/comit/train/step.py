@@ -150,6 +150,7 @@ class TrainingStep(nn.Module):
         select = torch.ones_like(rows, dtype=torch.bool) if select is None else select
         top, left, size = crops.top[column, rows], crops.left[column, rows], crops.size[column, rows]
         offset = self.offsets(crops, column).to(images.device)
+        location = crops.locations(column, self.model.config.image_size).to(images.device)
         updated = messages.clone()
         raw = torch.zeros_like(messages)
         for crop_size in size[select].unique().tolist():
@@ -158,8 +159,7 @@ class TrainingStep(nn.Module):
             with torch.no_grad():
                 latents = encode(self.model.vae, pixels)
             on_device = group.to(images.device)
-            location = crops.locations(column, self.model.config.image_size)[group].to(images.device)
-            written = self.model.raw_message(latents, messages[on_device], offset[on_device], location)
+            written = self.model.raw_message(latents, messages[on_device], offset[on_device], location[on_device])
             raw[on_device] = written
             updated[on_device] = self.model.quantizer(written)
         return updated, raw

@@ -161,6 +161,30 @@ def test_resume_is_exact(tmp_path):
     assert [r["loss"] for r in metrics(straight)] == [r["loss"] for r in metrics(split)]
 
 
+def test_conveyor_resume_is_exact_and_refuses_another_world_size(tmp_path):
+    """The conveyor's belt (images and messages in flight) is part of the checkpoint: resuming
+    mid-sequence continues bit for bit."""
+    from comit.train.checkpoint import ResumeError
+    from comit.train.loop import Trainer
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    common = FAST + ["data.dataset=shapes:num_images=10", "step.conveyor=true", "batch_size=2"]
+    run("tiny", straight, overrides=common + ["max_steps=6"])
+    run("tiny", split, overrides=common + ["max_steps=3"])
+    run("tiny", split, resume=True, overrides=["max_steps=6"])
+    a = load_file(str(latest_checkpoint(straight / "checkpoints") / "training.safetensors"))
+    b = load_file(str(latest_checkpoint(split / "checkpoints") / "training.safetensors"))
+    assert any(key.startswith("model.conveyor.") for key in a), "the belt is saved"
+    assert a["model.conveyor.column"].shape == (1, 2 * 10), "one row per process, batch x length slots"
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["loss"] for r in metrics(straight)] == [r["loss"] for r in metrics(split)]
+    trainer = Trainer(load_config(split / "config.yaml"), split)
+    trainer.process.world_size = 2
+    with pytest.raises(ResumeError, match="written by 1 processes.*the same number"):
+        trainer.restore()
+
+
 def test_global_warmup_is_global_only_steps_then_the_sequences(tmp_path):
     """step.global_warmup_steps=N trains exactly as N global-crop-only steps (global_first_p=1,
     max_crops=1) resumed with the paper's sequences: the one-command form of the two-phase recipe."""
@@ -237,6 +261,23 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path):
     assert "parameters identical on all 2 processes" in result.stdout
     assert [r["step"] for r in metrics(out)] == [1, 2, 3], "only rank 0 writes metrics"
     assert COMiT.from_pretrained(out / "model").config.num_msg_tokens == 16
+
+
+def test_torchrun_conveyor_keeps_one_belt_per_process(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "comit.train", "tiny", "--out", str(out),
+               "max_steps=2", "batch_size=4", "log_every=1", "step.conveyor=true"]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parameters identical on all 2 processes" in result.stdout
+    belts = load_file(str(latest_checkpoint(out / "checkpoints") / "training.safetensors"))
+    images = belts["model.conveyor.images"]
+    assert images.shape[0] == 2, "both processes' belts are saved"
+    assert not torch.equal(images[0], images[1]), "each process carries its own images"
+    resumed = subprocess.run([*command[:-4], "--resume", "max_steps=3"], env=ENV, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
 
 
 def test_learning_rate_schedules():

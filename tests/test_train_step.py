@@ -355,3 +355,42 @@ def test_readout_asks_the_codes_for_the_latent():
     encoder_grad = step.model.predictor.r_final_layer.linear.weight.grad
     assert encoder_grad is not None and float(encoder_grad.abs().sum()) > 0, "the readout trains the encoder"
     assert step.model.predictor.final_layer.linear.weight.grad is None, "and not the velocity head"
+
+
+def test_conveyor_trains_every_prefix_once_with_gradient(monkeypatch):
+    """With ``step.conveyor`` each step admits ``batch`` new images; every image on the belt writes
+    its next crop with gradient and keeps the message for the next step; an image leaves after its
+    whole sequence, so each prefix length 1..L is trained exactly once per image."""
+    from comit.train.conveyor import EMPTY
+
+    torch.manual_seed(0)
+    model = randomize(COMiT(tiny_config()))
+    step = TrainingStep(model, StepConfig(global_first_p=1.0, unconditional_p=0.0, conveyor=True), batch=2).train()
+    length, belt = step.max_crops, step.conveyor
+    assert length == 10 and belt.column.shape == (2 * length,)
+    writes = []
+    original = step.observe
+
+    def spy(*args, **kwargs):
+        messages, raw = original(*args, **kwargs)
+        writes.append(((belt.column != EMPTY).nonzero().flatten(), messages, raw))
+        return messages, raw
+
+    monkeypatch.setattr(step, "observe", spy)
+    for number in range(length + 2):
+        writes.clear()
+        step(torch.rand(2, 3, 64, 64) * 2 - 1).loss.backward()
+        (slots, messages, raw), = writes  # one write per image and step, no prefix
+        assert raw.requires_grad and raw.shape[0] == 2 * min(number + 1, length)
+        assert torch.equal(belt.messages[slots], messages.detach()), "the written message is kept"
+        on_belt = belt.column[belt.column != EMPTY].sort().values
+        assert on_belt.tolist() == sorted(list(range(1, min(number + 1, length - 1) + 1)) * 2)
+
+
+def test_conveyor_needs_its_batch_and_refuses_the_warmup():
+    from comit.train.config import ConfigError, load_config
+
+    with pytest.raises(ValueError, match="pass batch="):
+        TrainingStep(COMiT(tiny_config()), StepConfig(conveyor=True))
+    with pytest.raises(ConfigError, match="conveyor.*global_warmup_steps"):
+        load_config("tiny", ["step.conveyor=true", "step.global_warmup_steps=5"])

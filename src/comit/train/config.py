@@ -113,6 +113,11 @@ class StepConfig(_Section):
         through the whole sequence of writes, not in the paper). With ``last``, an early local
         crop's write is only ever trained when it happens to be the last of its sequence, and the
         small runs never learnt to write local crops (docs/training.md, "Local crops").
+    conveyor: keep each image's message between steps and write its crops one per step, each with
+        gradient (``conveyor.py``), instead of writing K - 1 crops without gradient every step
+        (off: the paper's step). Every prefix of every sequence is then trained once, and a step
+        costs about half as much on small models. ``optim.batch_size`` is then the number of NEW
+        images per step; a step trains about ``batch_size x max_crops`` (image, prefix) pairs.
     """
 
     min_crops: int = Field(1, ge=1)
@@ -139,6 +144,7 @@ class StepConfig(_Section):
     unseen_weight: float = Field(1.0, ge=0, le=1)
     global_warmup_steps: int = Field(0, ge=0)
     backprop_updates: Literal["last", "all"] = "last"
+    conveyor: bool = False
 
 
 class InitConfig(_Section):
@@ -264,6 +270,9 @@ class TrainConfig(_Section):
                              "of a sequence without the global crop; set step.global_first_p=1 or lower min_crops")
         if self.step.min_crops > self.max_crops():
             raise ValueError(f"step.min_crops {self.step.min_crops} exceeds max_crops {self.max_crops()}")
+        if self.step.conveyor and (self.step.global_warmup_steps or self.step.backprop_updates != "last"):
+            raise ValueError("step.conveyor writes one crop per step with gradient: it cannot be combined with "
+                             "step.global_warmup_steps or step.backprop_updates=all")
         if self.optim.schedule == "wsd" and self.optim.decay_steps < 1:
             raise ValueError("optim.schedule wsd needs optim.decay_steps >= 1 (the steps of the final linear decay)")
         if self.model.attention != "hard":

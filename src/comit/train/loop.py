@@ -42,6 +42,7 @@ from ..teachers import build_teacher
 from .validation import validate
 
 CONFIG_FILE = "config.yaml"
+BELT = "conveyor."  # the step module's conveyor buffers (one belt per process)
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Trainer:
         if self.teacher is not None:
             self.teacher = self.teacher.to(self.process.device)
         teacher_dim = self.teacher.feature_dim if self.teacher is not None else None
-        self.step_module = TrainingStep(self.model, config.step, teacher_dim)
+        self.step_module = TrainingStep(self.model, config.step, teacher_dim, batch=self.micro_batch)
         self.step_module.to(self.process.device).train()
         self.ema = copy.deepcopy(self.model.predictor).requires_grad_(False).eval()
         self.trainable = [p for p in self.step_module.parameters() if p.requires_grad]
@@ -159,7 +160,10 @@ class Trainer:
         self.forward = self.step_module
         if self.process.distributed:
             device_ids = [self.process.device.index] if self.process.device.type == "cuda" else None
-            self.forward = nn.parallel.DistributedDataParallel(self.step_module, device_ids=device_ids)
+            # broadcast_buffers off: the conveyor's buffers differ per process by design, and the
+            # model's own buffers are constants.
+            self.forward = nn.parallel.DistributedDataParallel(self.step_module, device_ids=device_ids,
+                                                               broadcast_buffers=False)
         self.start_step = self.restore() if resume else 0
         self.autocast = self.precision() == "bf16"
         self.val_images: torch.Tensor | None = None
@@ -170,19 +174,42 @@ class Trainer:
         if found is None:
             raise ResumeError(f"nothing to resume in {self.out}: it holds no complete checkpoint")
         state = load_checkpoint(found)
-        self.step_module.load_state_dict(state.model)
+        self.step_module.load_state_dict(self.own_belt(state.model, found))
         self.ema.load_state_dict(state.ema)
         self.optimizer.load_state_dict(state.optimizer)
         return state.step
 
     def checkpoint(self, step: int) -> None:
+        weights = self.every_belt(self.step_module.state_dict())  # every process takes part
         if not self.process.is_main:
             return
-        save_checkpoint(self.out / "checkpoints", step, self.step_module.state_dict(), self.ema.state_dict(),
+        save_checkpoint(self.out / "checkpoints", step, weights, self.ema.state_dict(),
                         self.optimizer.state_dict(),
                         {"data_position": step * self.config.optim.batch_size,
                          "config": self.config.model_dump(mode="json")},
                         keep_last=self.config.loop.keep_last)
+
+    def every_belt(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The conveyor's buffers (``step.conveyor``) stacked over processes [world, ...]: each
+        process keeps its own belt of images and messages, and a resumed run needs all of them."""
+        for name in [key for key in state if key.startswith(BELT)]:
+            local = state[name].contiguous()
+            if self.process.distributed:
+                gathered = [torch.empty_like(local) for _ in range(self.process.world_size)]
+                dist.all_gather(gathered, local)
+                state[name] = torch.stack(gathered)
+            else:
+                state[name] = local[None]
+        return state
+
+    def own_belt(self, state: dict[str, torch.Tensor], found: Path) -> dict[str, torch.Tensor]:
+        """This process's row of the stacked conveyor buffers (see ``every_belt``)."""
+        for name in [key for key in state if key.startswith(BELT)]:
+            if state[name].shape[0] != self.process.world_size:
+                raise ResumeError(f"{found} was written by {state[name].shape[0]} processes, each with its own "
+                                  f"conveyor; resume it with the same number (not {self.process.world_size})")
+            state[name] = state[name][self.process.rank]
+        return state
 
     def precision(self) -> str:
         wanted = self.config.loop.precision

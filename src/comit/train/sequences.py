@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.crops import CropGrid, cut_boxes
+from ..teachers import TeacherFeatures
 
 
 @dataclass
@@ -54,28 +55,45 @@ class CropSequences:
         return inside.any(dim=0)[:, None]
 
 
+@dataclass
+class PendingWrite:
+    """What one step's gradient-carrying message write needs, per image: the image and its latent,
+    its crop sequence up to and including the crop written now (``crops.last()``), the message
+    before that write, and the teacher's features (None without a teacher)."""
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    crops: CropSequences
+    messages: torch.Tensor
+    teacher: TeacherFeatures | None
+
+
 def crops_available(num_local: int, global_first_p: float) -> int:
     """Most crops one image can take: every local crop, plus the global one when it can come first."""
     return num_local + (1 if global_first_p > 0 else 0)
 
 
 def sample_sequences(batch: int, grid: CropGrid, min_crops: int, max_crops: int, global_first_p: float,
-                     positions: str = "grid") -> CropSequences:
+                     positions: str = "grid", longest: bool = False) -> CropSequences:
     """Draw K ~ uniform{min..max} per image and K crops without repetition (grid) or anywhere (random).
 
     With probability ``global_first_p`` an image's first crop is the whole image; the remaining
     K - 1 are local. ``max_crops`` counts the global crop, so a grid of g x g allows up to g²
-    local crops (plus the global one).
+    local crops (plus the global one). ``longest``: every image takes the most crops its kind of
+    sequence allows (``min_crops`` is unused), as the conveyor does, which trains every prefix.
     """
     global_first = torch.rand(batch) < global_first_p
     # Without a global crop there are at most g² local crops to draw from: K is uniform over the
     # range each kind of sequence allows (clamping one shared draw would pile the excess on K = g²).
     local_max = min(max_crops, grid.num_local)
-    if min_crops > local_max and not bool(global_first.all()):
-        raise ValueError(f"min_crops {min_crops} exceeds the {grid.num_local} local crops of a sequence "
-                         "without the global crop")
     highest = torch.where(global_first, max_crops, local_max)
-    count = min_crops + (torch.rand(batch) * (highest - min_crops + 1)).long().clamp(max=highest - min_crops)
+    if longest:
+        count = highest
+    else:
+        if min_crops > local_max and not bool(global_first.all()):
+            raise ValueError(f"min_crops {min_crops} exceeds the {grid.num_local} local crops of a sequence "
+                             "without the global crop")
+        count = min_crops + (torch.rand(batch) * (highest - min_crops + 1)).long().clamp(max=highest - min_crops)
     length = int(count.max())
     # Each image's sequence reads its rows from [global box, local boxes...]: images that start with
     # the global crop read from row 0, the others from row 1. Rows past an image's count are padding.

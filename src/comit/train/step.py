@@ -30,7 +30,8 @@ from ..model.autoencoders import encode
 from ..model.comit import COMiT
 from .config import StepConfig
 from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
-from .sequences import CropSequences, crops_available, cut, sample_sequences
+from .conveyor import Conveyor, conveyor_sequences
+from .sequences import CropSequences, PendingWrite, crops_available, cut, sample_sequences
 from ..teachers import TeacherFeatures, resample_patches
 
 
@@ -47,9 +48,10 @@ class TrainingStep(nn.Module):
 
     The autoencoder stays frozen (the SD-VAE in the paper); only the predictor and the projectors
     receive gradients. The offset head has no training target in the paper and is left frozen.
+    ``batch``: images per call, needed with ``step.conveyor`` (it sizes the belt).
     """
 
-    def __init__(self, model: COMiT, config: StepConfig, teacher_dim: int | None = None):
+    def __init__(self, model: COMiT, config: StepConfig, teacher_dim: int | None = None, batch: int | None = None):
         super().__init__()
         self.model = model
         self.config = config
@@ -69,6 +71,9 @@ class TrainingStep(nn.Module):
         latent = model.config.in_channels * model.config.latent_size ** 2
         # The written codes and the decoding offset (the message's frame) -> the full latent.
         self.readout = projector(codes + 2, width, latent) if config.readout_weight > 0 else None
+        if config.conveyor and batch is None:
+            raise ValueError("step.conveyor needs the number of images each call admits: pass batch=")
+        self.conveyor = Conveyor(model, batch, self.max_crops, teacher_dim) if config.conveyor else None
 
     def train(self, mode: bool = True) -> "TrainingStep":
         super().train(mode)
@@ -80,20 +85,18 @@ class TrainingStep(nn.Module):
                 global_only: bool = False) -> StepResult:
         """One step's loss; ``global_only``: every sequence is the global crop alone (the warm-up)."""
         model, cfg = self.model, self.config
+        # 1-2. The crop sequences and the messages written so far, then the write that carries gradient.
+        if self.conveyor is None:
+            pending = self.write_prefix(images, teacher, global_only)
+        else:
+            self.conveyor.admit(model, images, teacher, conveyor_sequences(
+                model, images.shape[0], self.max_crops, cfg.global_first_p, cfg.crop_positions))
+            slots, pending = self.conveyor.pending(teacher is not None)
+        images, x1, crops, teacher = pending.images, pending.latents, pending.crops, pending.teacher
         batch = images.shape[0]
-        with torch.no_grad():
-            x1 = encode(model.vae, images)
-        fewest, most, global_first_p = (1, 1, 1.0) if global_only else \
-            (cfg.min_crops, self.max_crops, cfg.global_first_p)
-        crops = sample_sequences(batch, model.crops, fewest, most, global_first_p, cfg.crop_positions)
-
-        # 2. Write the message: K - 1 updates without gradient (unless backprop_updates=all), the last with it.
-        messages = model.empty_message(batch)
-        with torch.no_grad() if cfg.backprop_updates == "last" else nullcontext():
-            for step in range(crops.length - 1):
-                column = torch.full((batch,), step)
-                messages, _ = self.observe(images, crops, column, messages, select=column < crops.last())
-        messages, raw = self.observe(images, crops, crops.last(), messages)
+        messages, raw = self.observe(images, crops, crops.last(), pending.messages)
+        if self.conveyor is not None:
+            self.conveyor.advance(slots, messages)
         written = messages
         last_location = crops.locations(crops.last(), model.config.image_size).to(images.device)
 
@@ -137,6 +140,23 @@ class TrainingStep(nn.Module):
                    "saturation": cfg.saturation_weight, "readout": cfg.readout_weight}
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)
+
+    def write_prefix(self, images: torch.Tensor, teacher: TeacherFeatures | None, global_only: bool) -> PendingWrite:
+        """Draw each image's K crops and write the first K - 1 from m0, without gradient unless
+        ``backprop_updates=all``; ``global_only``: every sequence is the global crop alone."""
+        model, cfg = self.model, self.config
+        batch = images.shape[0]
+        with torch.no_grad():
+            x1 = encode(model.vae, images)
+        fewest, most, global_first_p = (1, 1, 1.0) if global_only else \
+            (cfg.min_crops, self.max_crops, cfg.global_first_p)
+        crops = sample_sequences(batch, model.crops, fewest, most, global_first_p, cfg.crop_positions)
+        messages = model.empty_message(batch)
+        with torch.no_grad() if cfg.backprop_updates == "last" else nullcontext():
+            for step in range(crops.length - 1):
+                column = torch.full((batch,), step)
+                messages, _ = self.observe(images, crops, column, messages, select=column < crops.last())
+        return PendingWrite(images=images, latents=x1, crops=crops, messages=messages, teacher=teacher)
 
     def observe(self, images: torch.Tensor, crops: CropSequences, column: torch.Tensor, messages: torch.Tensor,
                 select: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -108,3 +108,13 @@ def test_fine_tuning_refuses_another_architecture(tmp_path):
     build_model(load_config("tiny")).save_pretrained(tmp_path / "saved")
     with pytest.raises(ConfigError, match=r"another architecture than model \(depth 2 != 3"):
         build_model(load_config("tiny", [f"init.weights={tmp_path / 'saved'}", "model.depth=3"]))
+
+
+def test_fine_tuning_may_move_local_crops_to_their_places(tmp_path):
+    """Crop patch positions hold no weights: a top_left model fine-tunes into an absolute one
+    (shapes-latent-local on shapes-latent), and the new model keeps the new positions."""
+    build_model(load_config("tiny")).save_pretrained(tmp_path / "saved")
+    tuned = build_model(load_config("tiny", [f"init.weights={tmp_path / 'saved'}",
+                                             "model.crop_patch_positions=absolute"]))
+    assert tuned.config.crop_patch_positions == "absolute"
+    assert tuned.predictor.crop_patch_positions == "absolute"

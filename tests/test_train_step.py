@@ -387,10 +387,28 @@ def test_conveyor_trains_every_prefix_once_with_gradient(monkeypatch):
         assert on_belt.tolist() == sorted(list(range(1, min(number + 1, length - 1) + 1)) * 2)
 
 
-def test_conveyor_needs_its_batch_and_refuses_the_warmup():
+def test_conveyor_warmup_writes_the_global_crop_alone(monkeypatch):
+    torch.manual_seed(0)
+    model = randomize(COMiT(tiny_config()))
+    step = TrainingStep(model, StepConfig(unconditional_p=0.0, conveyor=True), batch=3).train()
+    sizes = []
+    original = step.observe
+
+    def spy(images, crops, column, messages, select=None):
+        sizes.append(crops.size[column, torch.arange(column.shape[0])])
+        return original(images, crops, column, messages, select)
+
+    monkeypatch.setattr(step, "observe", spy)
+    for _ in range(3):
+        step(torch.rand(3, 3, 64, 64) * 2 - 1, global_only=True)
+    assert [s.tolist() for s in sizes] == [[64] * 3] * 3, "three global crops a step, each image for one step"
+    assert bool((step.conveyor.column == -1).all())
+
+
+def test_conveyor_needs_its_batch_and_refuses_unrolling():
     from comit.train.config import ConfigError, load_config
 
     with pytest.raises(ValueError, match="pass batch="):
         TrainingStep(COMiT(tiny_config()), StepConfig(conveyor=True))
-    with pytest.raises(ConfigError, match="conveyor.*global_warmup_steps"):
-        load_config("tiny", ["step.conveyor=true", "step.global_warmup_steps=5"])
+    with pytest.raises(ConfigError, match="conveyor.*backprop_updates=all"):
+        load_config("tiny", ["step.conveyor=true", "step.backprop_updates=all"])

@@ -107,7 +107,9 @@ class StepConfig(_Section):
         steps every sequence is the global crop alone, from m0, with the gradient through that one
         write; the sequences above follow. With the paper's sequences from step 0, the gradient
         carries "global crop from m0" in only 5 % of samples and small runs never learn to read
-        the message; after a global-only warm-up they do (docs/training.md).
+        the message; after a global-only warm-up they do (docs/training.md). On the conveyor the
+        warm-up's images hold the global crop alone and leave after one step, so a warm-up step
+        trains ``batch_size`` writes, not ``batch_size x max_crops``.
     backprop_updates: which message writes carry gradient: ``last`` (the paper's: the first K - 1
         run without gradient, the model learns to improve a message) or ``all`` (backpropagation
         through the whole sequence of writes, not in the paper). With ``last``, an early local
@@ -270,9 +272,9 @@ class TrainConfig(_Section):
                              "of a sequence without the global crop; set step.global_first_p=1 or lower min_crops")
         if self.step.min_crops > self.max_crops():
             raise ValueError(f"step.min_crops {self.step.min_crops} exceeds max_crops {self.max_crops()}")
-        if self.step.conveyor and (self.step.global_warmup_steps or self.step.backprop_updates != "last"):
+        if self.step.conveyor and self.step.backprop_updates != "last":
             raise ValueError("step.conveyor writes one crop per step with gradient: it cannot be combined with "
-                             "step.global_warmup_steps or step.backprop_updates=all")
+                             "step.backprop_updates=all")
         if self.optim.schedule == "wsd" and self.optim.decay_steps < 1:
             raise ValueError("optim.schedule wsd needs optim.decay_steps >= 1 (the steps of the final linear decay)")
         if self.model.attention != "hard":

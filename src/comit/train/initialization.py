@@ -48,8 +48,9 @@ def initialize_message_stream(predictor: Transformer, init: InitConfig) -> None:
 
 
 # Fields that do not shape the transformer: the autoencoder is built from the config's own entry,
-# and the attention kernel is a runtime choice.
-NOT_ARCHITECTURE = {"autoencoder", "attention"}
+# the attention kernel is a runtime choice, and where a crop's patches sit in the fixed position
+# table holds no weights (a fine-tune may move local crops to their places: docs/training.md).
+NOT_ARCHITECTURE = {"autoencoder", "attention", "crop_patch_positions"}
 
 
 @torch.no_grad()

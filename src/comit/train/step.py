@@ -89,8 +89,9 @@ class TrainingStep(nn.Module):
         if self.conveyor is None:
             pending = self.write_prefix(images, teacher, global_only)
         else:
+            length, global_first_p = (1, 1.0) if global_only else (self.max_crops, cfg.global_first_p)
             self.conveyor.admit(model, images, teacher, conveyor_sequences(
-                model, images.shape[0], self.max_crops, cfg.global_first_p, cfg.crop_positions))
+                model, images.shape[0], length, global_first_p, cfg.crop_positions))
             slots, pending = self.conveyor.pending(teacher is not None)
         images, x1, crops, teacher = pending.images, pending.latents, pending.crops, pending.teacher
         batch = images.shape[0]

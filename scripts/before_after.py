@@ -3,8 +3,10 @@
 
     .venv/bin/python scripts/before_after.py OLD_MODEL NEW_MODEL -o docs/figures/before-after.png
 
-Rows: the val image, OLD's and NEW's reconstruction (global crop then all 9 local crops in raster
-order, 10 Euler steps, guidance 1, the same noise), each captioned with its PSNR.
+Rows: the val image, then for each policy OLD's and NEW's reconstruction (10 Euler steps, guidance
+1, the same noise), each captioned with its PSNR. Policies (``--policies``): ``all``, the global
+crop then all 9 local crops in raster order; ``adaptive3``, the adaptive policy with 3 local crops
+and no global crop (the quality targets' two rows).
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ from comit.train.validation import psnr_of
 from comit.viz.figures import Panel, display_scale, panel_grid, upscale
 
 
-def reconstruct(model: COMiT, images: torch.Tensor, seed: int) -> torch.Tensor:
-    pictures = model.reconstruct(images, global_crop=True, order="raster_scan", num_crops=None, num_steps=10,
-                                 cfg_weight=1.0, generator=torch.Generator().manual_seed(seed))
+POLICIES = {
+    "all": dict(global_crop=True, order="raster_scan", num_crops=None),
+    "adaptive3": dict(global_crop=False, order="adaptive", num_crops=3),
+}
+
+
+def reconstruct(model: COMiT, images: torch.Tensor, seed: int, policy: str) -> torch.Tensor:
+    pictures = model.reconstruct(images, **POLICIES[policy], num_steps=10, cfg_weight=1.0,
+                                 generator=torch.Generator().manual_seed(seed))
     return pictures.clamp(-1, 1)
 
 
@@ -34,6 +42,7 @@ def main() -> None:
     parser.add_argument("--labels", nargs=2, default=["before", "after"])
     parser.add_argument("-n", "--num-images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=["all"])
     args = parser.parse_args()
 
     torch.set_flush_denormal(True)
@@ -44,10 +53,12 @@ def main() -> None:
     scale = display_scale(size, 128)
     rows = [[Panel(upscale(image, scale), ["val image", f"#{i}"]) for i, image in enumerate(images)]]
     with torch.no_grad():
-        for label, model in zip(args.labels, models):
-            pictures = reconstruct(model, images, args.seed)
-            rows.append([Panel(upscale(picture, scale), [label, f"{psnr_of(picture[None], image[None]):.1f} dB"])
-                         for picture, image in zip(pictures, images)])
+        for policy in args.policies:
+            for label, model in zip(args.labels, models):
+                pictures = reconstruct(model, images, args.seed, policy)
+                caption = label if len(args.policies) == 1 else f"{label}, {policy}"
+                rows.append([Panel(upscale(picture, scale), [caption, f"{psnr_of(picture[None], image[None]):.1f} dB"])
+                             for picture, image in zip(pictures, images)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     panel_grid([panel for row in rows for panel in row], columns=args.num_images).save(args.out)
     print(args.out)

@@ -251,33 +251,33 @@ def test_sigkill_during_checkpointing_resumes(tmp_path):
     assert latest_checkpoint(out / "checkpoints").name == f"step-{state.step + 1:09d}"
 
 
-def test_torchrun_two_processes_stay_in_sync(tmp_path):
-    out = tmp_path / "ddp"
+def torchrun_tiny(out, *arguments) -> str:
+    """``torchrun`` with 2 CPU processes on the tiny config; returns stdout, fails on an error."""
     torchrun = Path(sys.executable).parent / "torchrun"
     command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "comit.train", "tiny", "--out", str(out),
-               "max_steps=3", "batch_size=4", "log_every=1", "teacher.kind=shapes"]
+               *arguments]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "parameters identical on all 2 processes" in result.stdout
+    return result.stdout
+
+
+def test_torchrun_two_processes_stay_in_sync(tmp_path):
+    out = tmp_path / "ddp"
+    stdout = torchrun_tiny(out, "max_steps=3", "batch_size=4", "log_every=1", "teacher.kind=shapes")
+    assert "parameters identical on all 2 processes" in stdout
     assert [r["step"] for r in metrics(out)] == [1, 2, 3], "only rank 0 writes metrics"
     assert COMiT.from_pretrained(out / "model").config.num_msg_tokens == 16
 
 
 def test_torchrun_conveyor_keeps_one_belt_per_process(tmp_path):
     out = tmp_path / "ddp"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "comit.train", "tiny", "--out", str(out),
-               "max_steps=2", "batch_size=4", "log_every=1", "step.conveyor=true"]
-    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "parameters identical on all 2 processes" in result.stdout
+    stdout = torchrun_tiny(out, "max_steps=2", "batch_size=4", "log_every=1", "step.conveyor=true")
+    assert "parameters identical on all 2 processes" in stdout
     belts = load_file(str(latest_checkpoint(out / "checkpoints") / "training.safetensors"))
     images = belts["model.conveyor.images"]
     assert images.shape[0] == 2, "both processes' belts are saved"
     assert not torch.equal(images[0], images[1]), "each process carries its own images"
-    resumed = subprocess.run([*command[:-4], "--resume", "max_steps=3"], env=ENV, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    torchrun_tiny(out, "--resume", "max_steps=3")  # each process takes its own belt back
 
 
 def test_learning_rate_schedules():

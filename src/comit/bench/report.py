@@ -90,7 +90,7 @@ def markdown_report(result: dict) -> str:
             parts.append(f"## Training step\n\nnot measured: {train['reason']}\n")
         else:
             parts.append("## Training step\n\n" + table(
-                ["config", "batch", "ms / step", "images/s", "GFLOP/s", "% of peak", "peak MB"],
-                [[r["config"], r["batch"], spread(r["timing"]), r["images_per_s"], r["gflops"],
+                ["config", "batch", "ms / step", "images/s", "trained writes/s", "GFLOP/s", "% of peak", "peak MB"],
+                [[r["config"], r["batch"], spread(r["timing"]), r["images_per_s"], r.get("writes_per_s", "—"), r["gflops"],
                   f"{r['pct_of_peak']:.0f}%", r["peak_memory_mb"]] for r in train["rows"]]))
     return "\n".join(parts)

@@ -2,7 +2,9 @@
 
 Each config is built by the real :class:`comit.train.loop.Trainer` and stepped with its own
 ``train_step`` (teacher features, the loss, backward, gradient clipping, AdamW, EMA) on random
-images of the config's size. The crop sequence of a step is seeded by the step number, so steps
+images of the config's size. "Writes" are the gradient-carrying message writes, each scored by
+the flow loss: one per image with the paper's step, one per image on the belt with
+``step.conveyor`` (whose belt is filled before timing starts). The crop sequence of a step is seeded by the step number, so steps
 1..R (after warm-up step 0) are R different draws of K, as in training; images/s and GFLOP/s
 are totals over them.
 
@@ -27,6 +29,7 @@ import torch
 
 from ..model.autoencoders import SDVAE
 from ..model.comit import COMiT
+from ..train.conveyor import EMPTY
 from .counting import count_calls
 from .timing import peak_memory_mb, reset_peak_memory, synchronize
 
@@ -50,11 +53,15 @@ def measure_config(ctx, name: str) -> dict:
     gemm, gemm_work = ctx.gemm()
 
     reset_peak_memory(ctx.device)
-    trainer.train_step(0, loader)  # warm-up
+    belt = trainer.step_module.conveyor
+    warmup = 1 if belt is None else belt.length  # a conveyor is measured full, as it runs after its first steps
+    for step in range(warmup):
+        trainer.train_step(step, loader)
     synchronize(ctx.device)
     memory = peak_memory_mb(ctx.device)
-    seconds, flops, gemm_seconds = [], [], []
-    for step in range(1, ctx.settings.repeats + 1):
+    seconds, flops, gemm_seconds, writes = [], [], [], 0
+    for step in range(warmup, warmup + ctx.settings.repeats):
+        writes += batch if belt is None else batch + int((belt.column != EMPTY).sum())
         with count_calls(trainer.model) as calls:
             synchronize(ctx.device)
             start = time.perf_counter()
@@ -74,10 +81,12 @@ def measure_config(ctx, name: str) -> dict:
            "teacher": config.teacher.kind, "autoencoder": config.model.autoencoder.kind,
            "timing": {"median_ms": 1e3 * ordered[len(ordered) // 2], "min_ms": 1e3 * ordered[0],
                       "max_ms": 1e3 * ordered[-1], "repeats": len(seconds)},
-           "images_per_s": batch * len(seconds) / sum(seconds), "model_flops_per_step": sum(flops) / len(flops),
+           "images_per_s": batch * len(seconds) / sum(seconds), "writes_per_s": writes / sum(seconds),
+           "model_flops_per_step": sum(flops) / len(flops),
            "gflops": achieved, "peak_gflops": peak, "pct_of_peak": 100 * achieved / peak,
            "peak_memory_mb": round(memory, 1)}
-    ctx.log(f"train step {name}: {row['images_per_s']:.1f} images/s, {row['pct_of_peak']:.0f}% of peak")
+    ctx.log(f"train step {name}: {row['images_per_s']:.1f} new images/s, {row['writes_per_s']:.1f} trained "
+            f"writes/s, {row['pct_of_peak']:.0f}% of peak")
     return row
 
 

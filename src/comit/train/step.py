@@ -6,6 +6,7 @@ For a batch of images:
 2. write the message crop by crop from m0; the first K - 1 updates run WITHOUT gradient, only the
    last one carries gradient (through FSQ's straight-through rounding) — the model learns to
    improve a message, not to unroll K steps (``backprop_updates: all``, not the paper's, unrolls);
+   with ``conveyor`` (not the paper's) the first K - 1 were written in earlier steps and kept;
 3. with some probability replace the message by m0 (so the decoder also learns the unconditional
    velocity that guidance needs);
 4. flow matching on the full-image latent, read through the message with the decoding offset

@@ -54,13 +54,16 @@ def measure_config(ctx, name: str) -> dict:
 
     reset_peak_memory(ctx.device)
     belt = trainer.step_module.conveyor
-    warmup = 1 if belt is None else belt.length  # a conveyor is measured full, as it runs after its first steps
-    for step in range(warmup):
+    # Steps are numbered past a global-crop warm-up (step.global_warmup_steps): the crop sequences
+    # that follow it are most of a run; a conveyor is measured full, as it runs after its first steps.
+    first = config.step.global_warmup_steps
+    warmup = 1 if belt is None else belt.length
+    for step in range(first, first + warmup):
         trainer.train_step(step, loader)
     synchronize(ctx.device)
     memory = peak_memory_mb(ctx.device)
     seconds, flops, gemm_seconds, writes = [], [], [], 0
-    for step in range(warmup, warmup + ctx.settings.repeats):
+    for step in range(first + warmup, first + warmup + ctx.settings.repeats):
         writes += batch if belt is None else batch + int((belt.column != EMPTY).sum())
         with count_calls(trainer.model) as calls:
             synchronize(ctx.device)

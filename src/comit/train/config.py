@@ -120,6 +120,7 @@ class StepConfig(_Section):
         (off: the paper's step). Every prefix of every sequence is then trained once, and a step
         costs about half as much on small models. ``optim.batch_size`` is then the number of NEW
         images per step; a step trains about ``batch_size x max_crops`` (image, prefix) pairs.
+        Each image's sequence has ``max_crops`` crops (``min_crops`` does not apply: K runs from 1).
     """
 
     min_crops: int = Field(1, ge=1)

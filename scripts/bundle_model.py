@@ -42,7 +42,7 @@ def main() -> None:
         "steps": last["step"],  # the last logged step; a run stopped at a checkpoint may differ
         "images_seen": last["step"] * batch,
         "wall_time_minutes": args.minutes,
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores, shared with other work, torch {torch.__version__}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",  # sharing: say so in --command
         "date": time.strftime("%Y-%m-%d", time.gmtime((args.run / "model" / "model.safetensors").stat().st_mtime)),
         "last_logged": {key: round(value, 4) if isinstance(value, float) else value for key, value in last.items()},
         "weights": "EMA, stored as float16",

@@ -12,7 +12,8 @@ through (at most ``length - 1`` steps old), not by the current ones.
 
 The belt lives in buffers of fixed shape (``capacity = batch x length`` slots), so it is saved in
 the checkpoint with the weights and a resumed run continues bit for bit. Each process keeps its own
-belt; the loop saves and restores every process's (``TrainingStep`` names them per rank).
+belt; the loop stacks every process's belt into the checkpoint and gives each its own row back
+(``Trainer.every_belt`` / ``own_belt``).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a training run folder (holds model/ and metrics.jsonl)")
     parser.add_argument("--command", required=True, help="the command that trained it, for the record")
     parser.add_argument("--minutes", type=float, required=True, help="wall time of the training, from its progress bar")
+    parser.add_argument("--machine", help="where it trained, when not on this machine (e.g. 'one NVIDIA H200, torch 2.11')")
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
     args = parser.parse_args()
 
@@ -42,7 +43,7 @@ def main() -> None:
         "steps": last["step"],  # the last logged step; a run stopped at a checkpoint may differ
         "images_seen": last["step"] * batch,
         "wall_time_minutes": args.minutes,
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",  # sharing: say so in --command
+        "machine": args.machine or f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",  # sharing: say so in --command
         "date": time.strftime("%Y-%m-%d", time.gmtime((args.run / "model" / "model.safetensors").stat().st_mtime)),
         "last_logged": {key: round(value, 4) if isinstance(value, float) else value for key, value in last.items()},
         "weights": "EMA, stored as float16",

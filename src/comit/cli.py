@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_options import (DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
+from .cli_options import (ADAPTIVE, DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
                           ModelOption, NumCropsOption, OrderOption, PrecisionOption, RevisionOption, SolverOption,
                           StepsOption)
 from .cli_support import friendly_errors, load_model, parse_order, resolved_num_crops
@@ -74,7 +74,7 @@ def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
 def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .safetensors file, or a folder of shards.")],
              images: Annotated[Optional[list[Path]], typer.Argument(
                  help="Image files, folders (recursive) or quoted globs (or --data).")] = None,
-             model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
+             model: ModelOption = DEFAULT_MODEL, order: OrderOption = ADAPTIVE, num_crops: NumCropsOption = None,
              global_crop: GlobalCropOption = False, seed: SeedOption = 0, device: DeviceOption = "auto",
              batch_size: BatchOption = 8, revision: RevisionOption = None,
              data: Annotated[Optional[str], typer.Option("--data", help="A dataset instead of files: 'shapes[:key=value,...]', an image folder (ImageNet layout), 'wds:SHARDS.tar' or 'hf:SAVED_DATASET' (docs/datasets.md).")] = None,
@@ -164,7 +164,7 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
 @friendly_errors
 def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or quoted globs.")],
                 output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
-                model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
+                model: ModelOption = DEFAULT_MODEL, order: OrderOption = ADAPTIVE, num_crops: NumCropsOption = None,
                 global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5,
                 solver: SolverOption = "euler", seed: SeedOption = 0, device: DeviceOption = "auto",
                 batch_size: BatchOption = 8, revision: RevisionOption = None, precision: PrecisionOption = "fp32",

@@ -109,11 +109,15 @@ def resolved_num_crops(order, num_crops: int | None) -> int:
 
 
 def parse_order(order: str):
-    """'adaptive' stays a name; '4,1,7' becomes a list of crop indices."""
+    """'adaptive' stays a name; '4,1,7' becomes a list of crop indices. An unknown name fails here,
+    before any model loads (``parse_policy`` says what the choices are)."""
+    from .model.policies import parse_policy  # imports torch: only once a command runs
+
     order = order.strip()
     if "," in order or order.isdigit():
         try:
             return [int(part) for part in order.split(",") if part.strip()]
         except ValueError:
             raise ValueError(f"--order {order!r}: a list must be comma-separated integers, e.g. 4,1,7") from None
+    parse_policy(order)
     return order

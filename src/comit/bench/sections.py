@@ -19,6 +19,7 @@ from ..model.acceleration import autocast
 from ..model.autoencoders import encode
 from ..model.comit import COMiT
 from ..model.guidance import guided_velocity
+from ..model.policies import ADAPTIVE, Adaptive, RasterScan
 from . import baseline
 from .counting import count_calls
 from .flops import transformer_call_flops
@@ -172,23 +173,23 @@ def tokenize_section(ctx: Context) -> list[dict]:
     num_local = model.crops.num_local
     cases = {
         "global": lambda: model.tokenize(images, global_crop=True, order=[0], num_crops=None),
-        "adaptive": lambda: model.tokenize(images, order="adaptive", num_crops=ADAPTIVE_CROPS, noise=noise),
-        "adaptive_latent": lambda: model.tokenize(images, order="adaptive", num_crops=ADAPTIVE_CROPS, noise=noise,
-                                                  error_signal="latent"),
-        "adaptive_baseline": lambda: baseline.tokenize_adaptive(model, images, noise, ADAPTIVE_CROPS),
-        "raster": lambda: model.tokenize(images, order="raster_scan", num_crops=num_local),
+        ADAPTIVE: lambda: model.tokenize(images, order=Adaptive(), num_crops=ADAPTIVE_CROPS, noise=noise),
+        f"{ADAPTIVE}_latent": lambda: model.tokenize(images, order=Adaptive(), num_crops=ADAPTIVE_CROPS, noise=noise,
+                                                     error_signal="latent"),
+        f"{ADAPTIVE}_baseline": lambda: baseline.tokenize_adaptive(model, images, noise, ADAPTIVE_CROPS),
+        "raster": lambda: model.tokenize(images, order=RasterScan(), num_crops=num_local),
     }
     rows = []
     for mode in ctx.settings.attention:
         with attention_mode(model, mode):
             results, outputs = measure(ctx, cases)
-        reference = outputs["adaptive_baseline"]
+        reference = outputs[f"{ADAPTIVE}_baseline"]
         for name, result in results.items():
             row = {"attention": mode, "case": name, "crops": int(outputs[name].crop_order.shape[0]),
                    "variant": "baseline" if name.endswith("baseline") else "ours",
                    "images_per_s": images.shape[0] / result["seconds"], **result}
-            if name.startswith("adaptive") and name != "adaptive_baseline":
-                row["speedup_vs_baseline"] = speedup(results["adaptive_baseline"], result)
+            if name.startswith(ADAPTIVE) and not name.endswith("baseline"):
+                row["speedup_vs_baseline"] = speedup(results[f"{ADAPTIVE}_baseline"], result)
                 row["same_crop_order_as_baseline"] = bool(torch.equal(outputs[name].crop_order, reference.crop_order))
                 row["same_tokens_as_baseline"] = bool(torch.equal(outputs[name].ids, reference.ids))
             rows.append(row)
@@ -434,7 +435,7 @@ def dataset_section(ctx: Context) -> list[dict]:
     size = model.config.image_size
     images = torch.rand(DATASET_BATCHES * batch, 3, size, size, generator=generator) * 2 - 1
     dataset, sources = _Images(images), [f"bench#{i}" for i in range(len(images))]
-    settings = {"order": "adaptive", "num_crops": ADAPTIVE_CROPS, "global_crop": False, "seed": ctx.settings.seed}
+    settings = {"order": ADAPTIVE, "num_crops": ADAPTIVE_CROPS, "global_crop": False, "seed": ctx.settings.seed}
     plan = plan_shards("random weights", settings, "bench", sources, shard_size=2 * batch)
 
     def shards():
@@ -444,7 +445,7 @@ def dataset_section(ctx: Context) -> list[dict]:
 
     def one_at_a_time():
         for index in range(len(images)):
-            model.tokenize(images[index:index + 1].to(ctx.device), order="adaptive", num_crops=ADAPTIVE_CROPS)
+            model.tokenize(images[index:index + 1].to(ctx.device), order=Adaptive(), num_crops=ADAPTIVE_CROPS)
         return len(images)
 
     results, _ = measure(ctx, {"shards": shards, "one_at_a_time": one_at_a_time}, count=False)

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..cli_support import friendly_errors, load_model, parse_order, resolved_num_crops
-from ..cli_options import (BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
+from ..cli_options import (ADAPTIVE, ORDER_NAMES, RASTER_SCAN, BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
                            GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, NumCropsOption as NumCropsOpt,
                            OrderOption as OrderOpt, SolverOption as SolverOpt, StepsOption as StepsOpt)
 
@@ -125,7 +125,7 @@ def _say(out: Path, summary: str) -> None:
 @eval_app.command()
 @friendly_errors
 def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
-          num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+          num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = ADAPTIVE, num_crops: NumCropsOpt = None,
           global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
           fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
           device: DeviceOpt = "auto"):
@@ -148,7 +148,7 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @eval_app.command()
 @friendly_errors
 def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
-          split: SplitOpt = "val", num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = "adaptive",
+          split: SplitOpt = "val", num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = ADAPTIVE,
           num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
           times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
           q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
@@ -172,7 +172,7 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @friendly_errors
 def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
           tasks: TasksOpt = None, num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES,
-          order: OrderOpt = "raster_scan", num_crops: Annotated[Optional[int], typer.Option(
+          order: OrderOpt = RASTER_SCAN, num_crops: Annotated[Optional[int], typer.Option(
               "--num-crops", help="Crops to observe (default 1: with --global-crop, the global crop only).")] = 1,
           global_crop: Annotated[bool, typer.Option("--global-crop/--no-global-crop",
                                                     help="Observe the whole image first (the paper probes it alone).")] = True,
@@ -198,7 +198,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @friendly_errors
 def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
           labels: LabelsOpt = None, split: SplitOpt = "val", num_images: CropImagesOpt = DEFAULT_CROP_IMAGES,
-          num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, orders: OrdersOpt = "raster_scan,random,adaptive",
+          num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, orders: OrdersOpt = ",".join(ORDER_NAMES),
           global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = DEFAULT_CROP_COUNTS,
           metrics: MetricsOpt = None,
           steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler", fid_features: FidOpt = "none",
@@ -213,7 +213,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 
     started = time.perf_counter()
     net = _model(model, device)
-    settings = _settings("adaptive", None, False, steps, cfg, solver, seed, batch_size)
+    settings = _settings(ADAPTIVE, None, False, steps, cfg, solver, seed, batch_size)
     families = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     curves = CurveSettings(orders=[o.strip() for o in orders.split(",") if o.strip()],
                            global_crop=_global_modes(global_modes),
@@ -249,7 +249,7 @@ def _is_shapes(data: str) -> bool:
 @friendly_errors
 def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes",
          masks: MasksOpt = None, labels: LabelsOpt = None, num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES,
-         num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, order: OrderOpt = "adaptive", num_crops: NumCropsOpt = None,
+         num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, order: OrderOpt = ADAPTIVE, num_crops: NumCropsOpt = None,
          global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
          fid_features: FidOpt = "inception", crop_counts: CountsOpt = DEFAULT_CROP_COUNTS,
          crop_images: Annotated[int, typer.Option(

@@ -19,6 +19,8 @@ from ..data import build_dataset
 from ..progress import progress as progress_bar
 from ..data.mask_folder import MaskFolderDataset
 from ..model.comit import COMiT, Tokens
+from ..model.policies import ADAPTIVE, CropPolicy, FixedOrder, PerImageRandomOrder, RandomOrder, \
+    parse_policy
 
 # Streams of per-image randomness (any distinct integers; fixed so results stay reproducible).
 TOKENIZE_NOISE, DECODE_NOISE, ATTENTION_NOISE, RANDOM_ORDER = 1, 2, 3, 4
@@ -28,11 +30,11 @@ TOKENIZE_NOISE, DECODE_NOISE, ATTENTION_NOISE, RANDOM_ORDER = 1, 2, 3, 4
 class EvalSettings:
     """The crop policy (as in ``tokenize``), the decoding settings and how to run.
 
-    ``order`` is "raster_scan", "random", "adaptive" or a list of crop indices;
+    ``order`` is a policy name, a list of crop indices or a policy (``comit.model.policies``);
     ``num_crops=None`` observes every crop of the order.
     """
 
-    order: str | list[int] = "adaptive"
+    order: str | list[int] | CropPolicy = ADAPTIVE
     num_crops: int | None = 3
     global_crop: bool = False
     steps: int = 10
@@ -55,13 +57,7 @@ class EvalSettings:
             raise ValueError(f"guidance weight must be >= 0, got {self.cfg}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if isinstance(self.order, str):
-            if self.order not in ("raster_scan", "random", "adaptive"):
-                raise ValueError(f"unknown crop order {self.order!r}: use raster_scan, random, "
-                                 "adaptive or a list of crop indices")
-            model.crops.check_num_crops(self.num_crops, self.global_crop)
-        else:
-            model.crops.order(self.order, 1, self.num_crops, self.global_crop)
+        parse_policy(self.order).check(model.crops, self.num_crops, self.global_crop)
 
 
 # ---------------------------------------------------------------------- data
@@ -128,9 +124,13 @@ class _Indexed(Dataset):
 
 
 # ---------------------------------------------------------------------- per-image randomness
-def image_generator(seed: int, position: int, stream: int) -> torch.Generator:
+def image_seed(seed: int, position: int, stream: int) -> int:
     # A large odd multiplier spreads (seed, position, stream) over distinct generator seeds.
-    return torch.Generator().manual_seed((seed * 1_000_003 + position) * 16 + stream)
+    return (seed * 1_000_003 + position) * 16 + stream
+
+
+def image_generator(seed: int, position: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(image_seed(seed, position, stream))
 
 
 def per_image_noise(model: COMiT, positions: torch.Tensor, seed: int, stream: int) -> torch.Tensor:
@@ -140,55 +140,47 @@ def per_image_noise(model: COMiT, positions: torch.Tensor, seed: int, stream: in
     return torch.stack(noise).to(model.device)
 
 
-def crop_plan(model: COMiT, order: str | list[int], global_crop: bool, positions: torch.Tensor,
-              seed: int) -> list[list[int]] | None:
-    """Every crop of a fixed order, one list per image (None for the adaptive order).
+def eval_policy(order: str | Sequence | CropPolicy, positions: torch.Tensor, seed: int) -> CropPolicy:
+    """The crop policy of ``order`` with per-image randomness: a random order is drawn from each
+    image's own seed, so it does not depend on the image's batch."""
+    policy = parse_policy(order)
+    if isinstance(policy, RandomOrder):
+        return PerImageRandomOrder(tuple(image_seed(seed, int(p), RANDOM_ORDER) for p in positions))
+    return policy
 
-    Random orders are drawn per image (global crop first, as in ``CropGrid``) so an image's order
-    does not depend on its batch.
-    """
-    if order == "adaptive":
+
+def crop_plan(model: COMiT, order: str | Sequence | CropPolicy, global_crop: bool, positions: torch.Tensor,
+              seed: int) -> list[list[int]] | None:
+    """Every crop of a fixed order, one list per image (None for orders chosen while tokenizing)."""
+    policy = eval_policy(order, positions, seed)
+    if not isinstance(policy, FixedOrder):
         return None
-    if order == "raster_scan":
-        return [list(range(model.crops.num_indices(global_crop)))] * len(positions)
-    if order == "random":
-        first = int(global_crop)
-        plans = []
-        for p in positions:
-            perm = torch.randperm(model.crops.num_local, generator=image_generator(seed, int(p), RANDOM_ORDER))
-            plans.append([0] * first + (perm + first).tolist())
-        return plans
-    return [list(order)] * len(positions)
+    return policy.order(model.crops, len(positions), global_crop, None).T.tolist()
 
 
 def tokenize_batch(model: COMiT, images: torch.Tensor, positions: torch.Tensor,
                    settings: EvalSettings) -> Tokens:
     """Tokens of a batch under the settings' crop policy, with per-image randomness."""
-    plan = crop_plan(model, settings.order, settings.global_crop, positions, settings.seed)
-    noise = per_image_noise(model, positions, settings.seed, TOKENIZE_NOISE) if plan is None else None
-    generator = image_generator(settings.seed, int(positions[0]), TOKENIZE_NOISE)
-    return model.tokenize(images.to(model.device), global_crop=settings.global_crop,
-                          order="adaptive" if plan is None else plan, num_crops=settings.num_crops,
-                          noise=noise, generator=generator)
+    policy = eval_policy(settings.order, positions, settings.seed)
+    return model.tokenize(images.to(model.device), global_crop=settings.global_crop, order=policy,
+                          num_crops=settings.num_crops, **_tokenize_randomness(model, policy, positions, settings.seed))
 
 
-def crop_steps(model: COMiT, images: torch.Tensor, positions: torch.Tensor, order: str,
+def crop_steps(model: COMiT, images: torch.Tensor, positions: torch.Tensor, order: str | Sequence | CropPolicy,
                global_crop: bool, seed: int, max_crops: int | None = None) -> Iterator[Tokens]:
-    """Tokens after 1, 2, ... crops of one order, each step resuming the last (never re-encoding).
+    """Tokens after 1, 2, ... crops of one order (``COMiT.tokenize_steps``: never re-encoding).
 
     Step k equals ``tokenize_batch`` with ``num_crops=k`` and the same order and seed.
     """
-    plan = crop_plan(model, order, global_crop, positions, seed)
-    total = model.crops.check_num_crops(max_crops, global_crop, available=None if plan is None else len(plan[0]))
-    noise = per_image_noise(model, positions, seed, TOKENIZE_NOISE) if plan is None else None
-    generator = image_generator(seed, int(positions[0]), TOKENIZE_NOISE)
-    images = images.to(model.device)
-    tokens = None
-    for step in range(total):
-        step_order = "adaptive" if plan is None else [[p[step]] for p in plan]
-        tokens = model.tokenize(images, global_crop=global_crop, order=step_order, num_crops=1, noise=noise,
-                                generator=generator, resume=tokens)
-        yield tokens
+    policy = eval_policy(order, positions, seed)
+    yield from model.tokenize_steps(images.to(model.device), global_crop=global_crop, order=policy,
+                                    num_crops=max_crops, **_tokenize_randomness(model, policy, positions, seed))
+
+
+def _tokenize_randomness(model: COMiT, policy: CropPolicy, positions: torch.Tensor, seed: int) -> dict:
+    """Per-image noise for policies that read one-step errors; a generator for the rest (VAE samples)."""
+    noise = per_image_noise(model, positions, seed, TOKENIZE_NOISE) if policy.reads_errors else None
+    return {"noise": noise, "generator": image_generator(seed, int(positions[0]), TOKENIZE_NOISE)}
 
 
 def decode_batch(model: COMiT, tokens: Tokens, positions: torch.Tensor, settings: EvalSettings) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..model.comit import COMiT
+from ..model.policies import POLICY_NAMES
 from .alignment import AlignmentIoU
 from .common import EvalSettings, batches, crop_steps, decode_batch
 from .fid_features import build_fid, describe_features, resolve_features
@@ -28,14 +29,13 @@ from .run_probe import Messages, ProbeSettings, annotations, probe_policy, score
 from .run_recon import ReconMetrics
 
 METRIC_FAMILIES = ("recon", "align", "probe")
-NAMED_ORDERS = ("raster_scan", "random", "adaptive")
 
 
 @dataclass
 class CurveSettings:
     """Which policies and crop counts to measure, and which metric families."""
 
-    orders: Sequence[str] = NAMED_ORDERS
+    orders: Sequence[str] = POLICY_NAMES
     global_crop: Sequence[bool] = (False, True)
     crop_counts: Sequence[int] | None = None  # None: 1, 2, ... up to every crop
     metrics: Sequence[str] | None = None  # None: recon, plus align / probe where the data allows
@@ -97,8 +97,8 @@ def evaluate_crop_curves(model: COMiT, dataset: Dataset, settings: EvalSettings 
     settings, curves, align = settings or EvalSettings(), curves or CurveSettings(), align or AlignSettings()
     families = _families(curves, dataset, probe_train)
     for order in curves.orders:
-        if order not in NAMED_ORDERS:
-            raise ValueError(f"crop curves take named orders ({', '.join(NAMED_ORDERS)}), got {order!r}")
+        if order not in POLICY_NAMES:
+            raise ValueError(f"crop curves take named orders ({', '.join(POLICY_NAMES)}), got {order!r}")
     notes, trained, test_meta, probe = [], [], None, probe or ProbeSettings()
     if "probe" in families:
         probe_settings = probe_settings or probe_policy(batch_size=settings.batch_size, seed=settings.seed,

@@ -20,6 +20,7 @@ from ..progress import progress as progress_bar
 from ..data.folder import ImageFolderDataset
 from ..data.labels_file import LabelsFileDataset
 from ..model.comit import COMiT
+from ..model.policies import RASTER_SCAN
 from .common import EvalSettings, batches, first_items, tokenize_batch
 from .probe import AttentionProbe, append_question, evaluate_probe, split_indices, train_probe
 from .probe_tasks import Samples, Task, build_tasks, default_tasks
@@ -29,7 +30,7 @@ SHAPES_META = ("valid", "shape", "color", "size", "relations")
 
 def probe_policy(**overrides) -> EvalSettings:
     """The paper's probing policy: the global crop only."""
-    return EvalSettings(**{"order": "raster_scan", "num_crops": 1, "global_crop": True, **overrides})
+    return EvalSettings(**{"order": RASTER_SCAN, "num_crops": 1, "global_crop": True, **overrides})
 
 
 @dataclass

@@ -16,12 +16,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..model.policies import ADAPTIVE, POLICY_NAMES, RASTER_SCAN
 from ..pydantic_errors import first_error
 from ..train.config import ConfigError, TrainConfig, load_config, parse_override, set_dotted
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "configs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # arm and policy names become folder names
 _BUDGET_KEYS = ("loop.max_steps", "optim.batch_size")
+PolicyName = Literal[POLICY_NAMES]  # a named crop policy (explicit index lists are for the CLI)
 
 
 class _Section(BaseModel):
@@ -38,7 +40,7 @@ class ArmConfig(_Section):
 class PolicyConfig(_Section):
     """A crop policy at evaluation time (as in ``comit tokenize``); ``num_crops`` None: all."""
 
-    order: Literal["raster_scan", "random", "adaptive"] = "raster_scan"
+    order: PolicyName = RASTER_SCAN
     num_crops: int | None = Field(1, ge=1)
     global_crop: bool = True
 
@@ -47,8 +49,7 @@ class CurvesConfig(_Section):
     """Test-time crop curves (``evaluate_crop_curves``) for some arms."""
 
     arms: list[str] = Field(default_factory=lambda: ["L"])
-    orders: list[Literal["raster_scan", "random", "adaptive"]] = Field(
-        default_factory=lambda: ["raster_scan", "adaptive"])
+    orders: list[PolicyName] = Field(default_factory=lambda: [RASTER_SCAN, ADAPTIVE])
     global_crop: list[bool] = Field(default_factory=lambda: [False, True])
     crop_counts: list[int] | None = None  # None: every count, 1 .. all crops
     num_images: int = Field(64, ge=1)  # val images scored at every point (the probes' test set too)

@@ -10,9 +10,10 @@ t = 1, reading the message with the decoding offset -loc(c_K), with APG guidance
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from .crops import CropGrid, step_offsets
 from .fsq import FSQ
 from .guidance import check_guidance, guided_velocity
 from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
+from .policies import ADAPTIVE, CropPlan, CropPolicy, CropStep, parse_policy
 from .solvers import integrate
 from .transformer import Transformer
 
@@ -74,6 +76,23 @@ class Tokens:
         joined = {f.name: torch.cat([getattr(part, f.name) for part in parts], dim=1 if f.name == "crop_order" else 0)
                   for f in fields(cls) if f.name != "global_crop"}
         return cls(**joined, global_crop=parts[0].global_crop)
+
+
+@dataclass
+class _Reading:
+    """What :meth:`COMiT.tokenize_steps` has read so far, per image.
+
+    previous: [B, 2] location of each image's last crop (None before any); history: the crop
+    indices of each step, -1 where an image had stopped; used: [B] crops read; seen: [B, N] crops
+    read; active: [B] images still reading (an error budget stops them).
+    """
+
+    messages: torch.Tensor
+    previous: torch.Tensor | None
+    history: list[torch.Tensor]
+    used: torch.Tensor
+    seen: torch.Tensor
+    active: torch.Tensor
 
 
 @dataclass
@@ -172,7 +191,7 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
 
     # ------------------------------------------------------------------ tokenize
     @torch.inference_mode()
-    def tokenize(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence = "adaptive",
+    def tokenize(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence | CropPolicy = ADAPTIVE,
                  num_crops: int | None = 3, noise: torch.Tensor | None = None,
                  generator: torch.Generator | None = None, resume: Tokens | None = None,
                  error_budget: float | None = None, error_signal: str = "pixels") -> Tokens:
@@ -181,7 +200,8 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         Args:
             images: [B, 3, S, S] in [-1, 1], S = ``config.image_size``.
             global_crop: include the whole image as crop index 0 (visited first by named orders).
-            order: "raster_scan", "random", "adaptive", a list of crop indices, or one list per image.
+            order: a crop policy: its name, a list of crop indices, one list per image, or a
+                :class:`~comit.model.policies.CropPolicy` (see ``comit.model.policies``).
             num_crops: crops to observe (None: all of the order). With ``resume``: crops to ADD.
             noise: [B, C, h, w] starting noise of the adaptive policy's one-step reconstructions
                 (the same tensor at every step); drawn from ``generator`` when None.
@@ -196,64 +216,93 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
                 different, cheaper policy): compare it with the image's latent, encoded once; no
                 VAE decode. Orders, and so tokens, can differ from "pixels".
         """
+        return _returned(self.tokenize_steps(images, global_crop, order, num_crops, noise, generator, resume,
+                                             error_budget, error_signal))
+
+    @torch.inference_mode()
+    def tokenize_steps(self, images: torch.Tensor, global_crop: bool = False,
+                       order: str | Sequence | CropPolicy = ADAPTIVE, num_crops: int | None = 3,
+                       noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                       resume: Tokens | None = None, error_budget: float | None = None,
+                       error_signal: str = "pixels") -> Generator[Tokens, None, Tokens]:
+        """:meth:`tokenize` one crop at a time, with the same arguments: yields the tokens after each
+        crop (the k-th equals ``tokenize`` with ``num_crops=k``) and returns the final tokens, also
+        when an error budget stops before any crop. Arguments are checked at the first ``next``."""
         self._check_error_signal(error_signal, error_budget)
         images = self._check_images(images)
         batch = images.shape[0]
         if resume is not None:
             global_crop = self._check_resume(resume, batch)
-        adaptive = isinstance(order, str) and order == "adaptive"
-        seen = self._seen_mask(resume, batch, global_crop)
-        available = int((~seen).sum(1).min()) if resume is not None else None
-        if adaptive:
-            steps = self.crops.check_num_crops(num_crops, global_crop, available=available)
-            plan = None
-        else:
-            plan = self.crops.order(order, batch, num_crops, global_crop, generator).to(self.device)
-            steps = plan.shape[0]
-            if resume is not None:
-                self._check_plan_unseen(plan, seen)
-        if (adaptive or error_budget is not None) and noise is None:
+        policy = parse_policy(order)
+        reading = self._start_reading(resume, batch, global_crop)
+        plan = self._plan(policy, reading.seen, num_crops, global_crop, generator, resumed=resume is not None)
+        track_errors = policy.reads_errors or error_budget is not None
+        if track_errors and noise is None:  # drawn after the plan: random orders take the generator first
             noise = torch.randn(self.latent_shape(batch), generator=generator).to(self.device)
         if noise is not None:
             noise = self._check_noise(noise, batch)
-
-        if resume is None:
-            messages, previous = self.empty_message(batch), None
-            history, used = [], torch.zeros(batch, dtype=torch.long, device=self.device)
-        else:
-            resume = resume.to(self.device)
-            messages, previous = resume.messages.clone(), -resume.offsets
-            history, used = list(resume.crop_order), resume.num_crops.clone()
-        active = torch.ones(batch, dtype=torch.bool, device=self.device)
-
-        track_errors = adaptive or error_budget is not None
         targets = encode(self.vae, images, generator) if track_errors and error_signal == "latent" and \
-            (steps > 1 or resume is not None) else None
-        errors = self._one_step_errors(images, messages, -previous, noise, targets) if track_errors and resume else None
-        for step in range(steps):
+            (plan.steps > 1 or resume is not None) else None
+        errors = self._one_step_errors(images, reading.messages, -reading.previous, noise, targets) \
+            if track_errors and resume is not None else None
+        tokens = None
+        for step in range(plan.steps):
             if error_budget is not None and errors is not None:
-                active &= errors.mse > error_budget
-                if not bool(active.any()):
+                reading.active &= errors.mse > error_budget
+                if not bool(reading.active.any()):
                     break
-            if adaptive:
-                indices = self._adaptive_start(batch, global_crop) if errors is None else \
-                    self._adaptive_choice(errors.windows, seen, global_crop)
-            else:
-                indices = plan[step]
-            location = self.crops.locations(indices, global_crop)
-            offset = step_offsets(location, previous)
-            messages = self._observe(images, indices, messages, offset, location, global_crop, generator, active)
-            previous = location if previous is None else torch.where(active[:, None], location, previous)
-            seen[torch.arange(batch, device=self.device)[active], indices[active]] = True
-            history.append(torch.where(active, indices, torch.full_like(indices, -1)))
-            used += active.long()
-            last = step + 1 == steps
-            errors = self._one_step_errors(images, messages, -previous, noise, targets) \
-                if track_errors and not last else None
+            windows = None if errors is None else errors.windows
+            indices = policy.choose(CropStep(step, plan, self.crops, global_crop, reading.seen, windows))
+            self._read(images, indices, reading, global_crop, generator)
+            tokens = self._tokens(reading, global_crop)
+            yield tokens
+            # The last crop's errors would steer nothing; a caller that stops early never pays for them.
+            errors = self._one_step_errors(images, reading.messages, -reading.previous, noise, targets) \
+                if track_errors and step + 1 < plan.steps else None
+        return tokens if tokens is not None else self._tokens(reading, global_crop)
 
-        crop_order = torch.stack(history) if history else torch.empty(0, batch, dtype=torch.long)
-        return Tokens(messages=messages, offsets=-previous, ids=self.quantizer.codes_to_indices(messages),
-                      crop_order=crop_order, num_crops=used, global_crop=global_crop)
+    def _start_reading(self, resume: Tokens | None, batch: int, global_crop: bool) -> "_Reading":
+        seen = self._seen_mask(resume, batch, global_crop)
+        active = torch.ones(batch, dtype=torch.bool, device=self.device)
+        if resume is None:
+            return _Reading(messages=self.empty_message(batch), previous=None, history=[],
+                            used=torch.zeros(batch, dtype=torch.long, device=self.device), seen=seen, active=active)
+        resume = resume.to(self.device)
+        return _Reading(messages=resume.messages.clone(), previous=-resume.offsets, history=list(resume.crop_order),
+                        used=resume.num_crops.clone(), seen=seen, active=active)
+
+    def _plan(self, policy: CropPolicy, seen: torch.Tensor, num_crops: int | None, global_crop: bool,
+              generator: torch.Generator | None, resumed: bool) -> CropPlan:
+        """The policy's schedule on this device; a resumed fixed order may not revisit a crop."""
+        available = int((~seen).sum(1).min()) if resumed else None
+        plan = policy.plan(self.crops, seen.shape[0], num_crops, global_crop, generator, available)
+        if plan.order is None:
+            return plan
+        plan = replace(plan, order=plan.order.to(self.device))
+        if resumed:
+            self._check_plan_unseen(plan.order, seen)
+        return plan
+
+    def _read(self, images: torch.Tensor, indices: torch.Tensor, reading: "_Reading", global_crop: bool,
+              generator: torch.Generator | None) -> None:
+        """Observe crop ``indices`` [B] with every active image and record it in ``reading``."""
+        active = reading.active
+        location = self.crops.locations(indices, global_crop)
+        offset = step_offsets(location, reading.previous)
+        reading.messages = self._observe(images, indices, reading.messages, offset, location, global_crop,
+                                         generator, active)
+        reading.previous = location if reading.previous is None else \
+            torch.where(active[:, None], location, reading.previous)
+        reading.seen[torch.arange(images.shape[0], device=self.device)[active], indices[active]] = True
+        reading.history.append(torch.where(active, indices, torch.full_like(indices, -1)))
+        reading.used = reading.used + active.long()  # a new tensor: tokens already yielded keep their count
+
+    def _tokens(self, reading: "_Reading", global_crop: bool) -> Tokens:
+        batch = reading.messages.shape[0]
+        crop_order = torch.stack(reading.history) if reading.history else torch.empty(0, batch, dtype=torch.long)
+        return Tokens(messages=reading.messages, offsets=-reading.previous,
+                      ids=self.quantizer.codes_to_indices(reading.messages), crop_order=crop_order,
+                      num_crops=reading.used, global_crop=global_crop)
 
     def _observe(self, images: torch.Tensor, indices: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
                  location: torch.Tensor, global_crop: bool, generator: torch.Generator | None,
@@ -297,16 +346,6 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             error_map = F.interpolate(error_map, scale_factor=self.vae.downsample, mode="nearest")
         return ReconstructionError(windows=self.crops.window_errors(error_map),
                                    mse=error_map.mean(dim=(1, 2, 3)) / reference.shape[1])
-
-    def _adaptive_start(self, batch: int, global_crop: bool) -> torch.Tensor:
-        first = 0 if global_crop else self.crops.centre_index()
-        return torch.full((batch,), first, dtype=torch.long, device=self.device)
-
-    def _adaptive_choice(self, errors: torch.Tensor, seen: torch.Tensor, global_crop: bool) -> torch.Tensor:
-        """The unvisited local crop with the largest error (ties: the lower index); one visited
-        mask per image."""
-        local_seen = seen[:, int(global_crop):]
-        return errors.masked_fill(local_seen, float("-inf")).argmax(dim=1) + int(global_crop)
 
     def _seen_mask(self, resume: Tokens | None, batch: int, global_crop: bool) -> torch.Tensor:
         seen = torch.zeros(batch, self.crops.num_indices(global_crop), dtype=torch.bool, device=self.device)
@@ -391,7 +430,8 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             total += weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         return (total / len(times)).view(batch, -1, grid, grid)
 
-    def reconstruct(self, images: torch.Tensor, global_crop: bool = False, order: str | Sequence = "adaptive",
+    def reconstruct(self, images: torch.Tensor, global_crop: bool = False,
+                    order: str | Sequence | CropPolicy = ADAPTIVE,
                     num_crops: int | None = 3, num_steps: int = 10, solver: str = "euler", cfg_weight: float = 7.5,
                     apg_momentum: float = -0.5, noise: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, decode: bool = True,
@@ -479,6 +519,15 @@ def build_autoencoder(config: AutoencoderConfig) -> Autoencoder:
     if config.kind == "conv":  # the architecture; its weights come with the checkpoint (vae.*)
         return ConvAutoencoder(config.conv)
     raise ValueError("this model was saved with a custom autoencoder: pass autoencoder=... to from_pretrained")
+
+
+def _returned(steps: Generator[Any, None, Any]) -> Any:
+    """Run a generator to its end and give what it returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _check_finite(name: str, values: torch.Tensor) -> None:

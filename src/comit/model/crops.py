@@ -1,4 +1,4 @@
-"""Crop geometry and crop orders.
+"""Crop geometry (which crops exist, where they are); the orders that visit them are in policies.py.
 
 An image of size S is covered by a g x g grid of square crops of size c with stride
 ``(S - c) // (g - 1)`` (paper: S=256, c=96, g=3, stride 80), optionally preceded by the global
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-NAMED_ORDERS = ("raster_scan", "random", "adaptive")
+from .policies import CropPolicy, FixedOrder, parse_policy
 
 
 @dataclass(frozen=True)
@@ -96,22 +96,16 @@ class CropGrid:
         return (self.grid_size // 2) * self.grid_size + self.grid_size // 2
 
     # ------------------------------------------------------------------ orders
-    def order(self, order: str | Sequence, batch_size: int, num_crops: int | None, global_crop: bool,
+    def order(self, order: str | Sequence | CropPolicy, batch_size: int, num_crops: int | None, global_crop: bool,
               generator: torch.Generator | None = None) -> torch.Tensor:
-        """A fixed order as crop indices [num_crops, B] (adaptive orders are chosen on the fly)."""
-        if isinstance(order, str):
-            if order == "raster_scan":
-                plan = torch.arange(self.num_indices(global_crop))[:, None].expand(-1, batch_size)
-            elif order == "random":
-                plan = self._random_order(batch_size, global_crop, generator)
-            elif order == "adaptive":
-                raise ValueError("the adaptive order is chosen while tokenizing; CropGrid.order cannot plan it")
-            else:
-                raise ValueError(f"unknown crop order {order!r}: use one of {NAMED_ORDERS}, a list of crop "
-                                 "indices, or one list per image")
-        else:
-            plan = self._explicit_order(order, batch_size, global_crop)
-        return plan[:self.check_num_crops(num_crops, global_crop, available=plan.shape[0])].clone()
+        """A fixed order as crop indices [num_crops, B] (adaptive orders are chosen on the fly);
+        the policies themselves live in :mod:`comit.model.policies`."""
+        policy = parse_policy(order)
+        if not isinstance(policy, FixedOrder):
+            name = getattr(policy, "name", type(policy).__name__)
+            raise ValueError(f"the {name} order is chosen while tokenizing; "
+                             "CropGrid.order cannot plan it")
+        return policy.plan(self, batch_size, num_crops, global_crop, generator).order
 
     def check_num_crops(self, num_crops: int | None, global_crop: bool, available: int | None = None) -> int:
         available = self.num_indices(global_crop) if available is None else available
@@ -121,47 +115,6 @@ class CropGrid:
             raise ValueError(f"num_crops must be an integer in [1, {available}] for this order "
                              f"(grid {self.grid_size}x{self.grid_size}, global_crop={global_crop}), got {num_crops!r}")
         return num_crops
-
-    def _random_order(self, batch_size: int, global_crop: bool, generator: torch.Generator | None) -> torch.Tensor:
-        first = int(global_crop)
-        columns = [torch.randperm(self.num_local, generator=generator) + first for _ in range(batch_size)]
-        plan = torch.stack(columns, dim=1)
-        if global_crop:
-            plan = torch.cat([torch.zeros(1, batch_size, dtype=torch.long), plan])
-        return plan
-
-    def _explicit_order(self, order: Sequence, batch_size: int, global_crop: bool) -> torch.Tensor:
-        if torch.is_tensor(order):
-            order = order.tolist()
-        order = list(order)
-        if not order:
-            raise ValueError("crop order is empty: give at least one crop index")
-        per_image = all(isinstance(item, (list, tuple)) for item in order)
-        if per_image:
-            if len(order) != batch_size:
-                raise ValueError(f"per-image crop orders: got {len(order)} lists for {batch_size} images")
-            lengths = {len(item) for item in order}
-            if len(lengths) != 1:
-                raise ValueError(f"per-image crop orders must all have the same length, got lengths {sorted(lengths)}")
-            columns = [self._check_indices(item, global_crop) for item in order]
-        else:
-            columns = [self._check_indices(order, global_crop)] * batch_size
-        return torch.tensor(columns, dtype=torch.long).T.contiguous()
-
-    def _check_indices(self, indices: Sequence, global_crop: bool) -> list[int]:
-        n = self.num_indices(global_crop)
-        if not indices:
-            raise ValueError("crop order is empty: give at least one crop index")
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
-            raise ValueError(f"crop indices must be integers, got {list(indices)}")
-        bad = [i for i in indices if not 0 <= i < n]
-        if bad:
-            span = "0 is the global crop, 1.." + str(n - 1) + " the local crops" if global_crop else \
-                f"local crops 0..{n - 1} in raster order"
-            raise ValueError(f"crop indices {bad} out of range [0, {n}) ({span})")
-        if len(set(indices)) != len(indices):
-            raise ValueError(f"crop order {list(indices)} visits a crop twice; each crop may appear once")
-        return list(indices)
 
 
 def cut_boxes(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:

@@ -32,6 +32,7 @@ from ..model.autoencoders import SDVAE
 from ..atomic import atomic_write
 from ..model.comit import COMiT
 from ..model.conv_autoencoder import ConvAutoencoder
+from ..model.policies import RasterScan
 from .batches import StepBatches, step_loader
 from .checkpoint import ResumeError, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig, dump_config, load_config
@@ -356,7 +357,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(0)
         model = self.ema_model()
         with torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            recon = model.reconstruct(images, order="raster_scan", num_crops=None, num_steps=10, cfg_weight=1.0,
+            recon = model.reconstruct(images, order=RasterScan(), num_crops=None, num_steps=10, cfg_weight=1.0,
                                       generator=generator)
         grid = torch.cat([torch.cat(list(images.cpu()), dim=2), torch.cat(list(recon.cpu().clamp(-1, 1)), dim=2)], dim=1)
         save_image(grid, self.out / "samples" / f"step-{step:09d}.png")  # atomic

@@ -22,6 +22,7 @@ import torch
 
 from ..eval.reconstruction import PSNR
 from ..model.comit import COMiT
+from ..model.policies import RasterScan
 
 
 @dataclass
@@ -56,12 +57,12 @@ def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, se
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start:start + batch_size].to(model.device)
         generator = torch.Generator().manual_seed(seed + start)
-        tokens = model.tokenize(chunk, global_crop=True, order="raster_scan", num_crops=None, generator=generator)
+        tokens = model.tokenize(chunk, global_crop=True, order=RasterScan(), num_crops=None, generator=generator)
         noise = torch.randn(model.latent_shape(chunk.shape[0]), generator=generator).to(model.device)
         for steps, out in ((10, full), (1, one)):
             out.append(model.detokenize(tokens.messages, tokens.offsets, num_steps=steps, cfg_weight=1.0,
                                         noise=noise).cpu())
-        local_tokens = model.tokenize(chunk, global_crop=False, order="raster_scan", num_crops=None,
+        local_tokens = model.tokenize(chunk, global_crop=False, order=RasterScan(), num_crops=None,
                                       generator=generator)
         local.append(model.detokenize(local_tokens.messages, local_tokens.offsets, num_steps=10, cfg_weight=1.0,
                                       noise=noise).cpu())

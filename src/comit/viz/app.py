@@ -40,7 +40,7 @@ def build(explorer: Explorer) -> gr.Blocks:
                 sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a bundled sample",
                                      info="used when no file is uploaded", elem_id="sample")
                 model = gr.Dropdown(explorer.model_names, value=explorer.model_names[0], label="Model", elem_id="model")
-                order = gr.Dropdown(list(ORDERS), value="adaptive", label="Crop order", elem_id="order")
+                order = gr.Dropdown(list(ORDERS), value=ORDERS[0], label="Crop order", elem_id="order")
                 num_crops = gr.Slider(1, 10, value=9, step=1, label="Crops to observe", elem_id="num-crops")
                 global_crop = gr.Checkbox(False, label="Observe the whole image first (global crop)",
                                           elem_id="global-crop")

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..cli_support import load_model, parse_order
-from ..cli_options import DEFAULT_MODEL, BatchOption, DeviceOption, GlobalCropOption, ModelOption, OrderOption
+from ..cli_options import ADAPTIVE, DEFAULT_MODEL, BatchOption, DeviceOption, GlobalCropOption, ModelOption, OrderOption
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -32,7 +32,7 @@ TopTokensOption = Annotated[int, typer.Option("--top-tokens", help="Tokens shown
 
 
 def viz(images: Annotated[list[Path], typer.Argument(help="Image files.")], out: OutOption,
-        model: ModelOption = DEFAULT_MODEL, order: OrderOption = "adaptive", num_crops: NumCropsOption = None,
+        model: ModelOption = DEFAULT_MODEL, order: OrderOption = ADAPTIVE, num_crops: NumCropsOption = None,
         global_crop: GlobalCropOption = False, steps: StepsOption = 10, cfg: CfgOption = 7.5, seed: SeedOption = 0,
         top_tokens: TopTokensOption = 8, device: DeviceOption = "auto", batch_size: BatchOption = 8):
     """Draw what the message knows, crop by crop: crop path, one-step strip, attention, token ids."""
@@ -58,7 +58,7 @@ def demo(out: OutOption = Path("demo-output"), model: ModelOption = DEFAULT_MODE
     torch.set_num_threads(threads)
     # The global crop first, then every local crop where the message is worst: the policy the
     # bundled model was trained to serve (local-only messages it does not read yet, docs/training.md).
-    settings = VizSettings(order="adaptive", num_crops=None, global_crop=True, steps=10, cfg=7.5, seed=seed)
+    settings = VizSettings(order=ADAPTIVE, num_crops=None, global_crop=True, steps=10, cfg=7.5, seed=seed)
     samples = sample_paths()
     report = visualize(model, samples, settings, out, device, batch_size=len(samples),
                        title="COMiT demo: the bundled model on the bundled samples",

@@ -16,10 +16,11 @@ from PIL import Image
 
 from ..data.images import ImageLoadError, load_image
 from ..data.samples import sample_paths
+from ..model.policies import ADAPTIVE, RANDOM, RASTER_SCAN
 from . import figures
 from .trace import Trace, VizSettings, top_tokens, trace_images
 
-ORDERS = ("adaptive", "raster_scan", "random")
+ORDERS = (ADAPTIVE, RASTER_SCAN, RANDOM)  # the app's choices, its default first
 MB = 2**20  # what Gradio's own size message calls a MB, so both messages agree
 
 

@@ -1,7 +1,7 @@
 """What a message knows, crop by crop: the numbers behind every picture of ``comit viz``.
 
-For a batch of images this tokenizes ONE crop at a time (resuming the previous tokens, so the
-prefix is never re-encoded) and after each crop paints the one-step probe (1 Euler step,
+For a batch of images this tokenizes ONE crop at a time (``COMiT.tokenize_steps``, so the prefix
+is never re-encoded) and after each crop paints the one-step probe (1 Euler step,
 guidance 1, the same noise every time: sharp where observed, blurry elsewhere). At the end it
 paints the full reconstruction and takes the message tokens' attention over the image. The
 figures and the web app only draw what a :class:`Trace` holds.
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model.crops import Box
+from ..model.policies import ADAPTIVE, CropPolicy, parse_policy
 
 # The attention panels show the tokens whose maps are most concentrated (see top_tokens()).
 DEFAULT_TOP_TOKENS = 8
@@ -23,7 +24,7 @@ DEFAULT_TOP_TOKENS = 8
 class VizSettings:
     """How to tokenize and paint. ``num_crops=None`` observes every crop of the grid."""
 
-    order: str | list[int] = "adaptive"
+    order: str | list[int] | CropPolicy = ADAPTIVE
     num_crops: int | None = None
     global_crop: bool = False
     steps: int = 10
@@ -79,12 +80,9 @@ def trace_images(model, images: torch.Tensor, settings: VizSettings) -> list[Tra
     generator = torch.Generator().manual_seed(settings.seed)
     # One noise for the adaptive policy and for every probe, so the strip changes only with the message.
     probe_noise = torch.randn(model.latent_shape(batch), generator=generator)
-    plan = crop_plan(model, batch, settings, generator)
     tokens, probes = None, []
-    for step in range(plan_length(model, settings, plan)):
-        order = "adaptive" if plan is None else [[int(i)] for i in plan[step]]
-        tokens = model.tokenize(images, global_crop=settings.global_crop, order=order, num_crops=1,
-                                noise=probe_noise, generator=generator, resume=tokens)
+    for tokens in model.tokenize_steps(images, global_crop=settings.global_crop, order=settings.order,
+                                       num_crops=settings.num_crops, noise=probe_noise, generator=generator):
         probes.append(model.detokenize(tokens.messages, tokens.offsets, num_steps=1, cfg_weight=1.0,
                                        noise=probe_noise).cpu())
     final = model.detokenize(tokens.messages, tokens.offsets, num_steps=settings.steps, cfg_weight=settings.cfg,
@@ -100,24 +98,8 @@ def check_settings(model, settings: VizSettings) -> None:
         raise ValueError(f"guidance must be >= 0, got {settings.cfg}")
     if settings.top_tokens < 1:
         raise ValueError(f"top tokens must be >= 1, got {settings.top_tokens}")
-    if settings.order == "adaptive":
-        model.crops.check_num_crops(settings.num_crops, settings.global_crop)
-    elif not (isinstance(settings.order, (list, tuple)) and settings.order and isinstance(settings.order[0], (list, tuple))):
-        # a shared order: check it now, before any image is loaded or traced
-        model.crops.order(settings.order, 1, settings.num_crops, settings.global_crop, torch.Generator())
-
-
-def crop_plan(model, batch: int, settings: VizSettings, generator: torch.Generator) -> torch.Tensor | None:
-    """Fixed orders are planned up front ([K, B]); the adaptive one is chosen while tokenizing."""
-    if settings.order == "adaptive":
-        return None
-    return model.crops.order(settings.order, batch, settings.num_crops, settings.global_crop, generator)
-
-
-def plan_length(model, settings: VizSettings, plan: torch.Tensor | None) -> int:
-    if plan is not None:
-        return plan.shape[0]
-    return model.crops.check_num_crops(settings.num_crops, settings.global_crop)
+    # the crop policy too, before any image is loaded or traced
+    parse_policy(settings.order).check(model.crops, settings.num_crops, settings.global_crop)
 
 
 def image_trace(model, images, tokens, probes, final, attention, settings: VizSettings, b: int) -> Trace:

@@ -193,13 +193,13 @@ def test_only_the_last_update_carries_gradient(monkeypatch):
     step = _step(StepConfig(min_crops=3, max_crops=3, global_first_p=0.0, unconditional_p=0.0))
     model = step.model
     grad_modes = []
-    original = model.raw_message
+    original = model.write
 
     def spy(*args, **kwargs):
         grad_modes.append(torch.is_grad_enabled())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(model, "raw_message", spy)
+    monkeypatch.setattr(model, "write", spy)
     result = step(torch.rand(4, 3, 64, 64) * 2 - 1)
     assert grad_modes == [False, False, True]
     result.loss.backward()
@@ -215,17 +215,17 @@ def test_backprop_updates_all_trains_every_write(monkeypatch):
         step = _step(StepConfig(min_crops=3, max_crops=3, global_first_p=0.0, unconditional_p=0.0,
                                 backprop_updates=mode))
         model, first = step.model, []
-        original = model.raw_message
+        original = model.write
 
         def spy(*args, **kwargs):
-            raw = original(*args, **kwargs)
+            write = original(*args, **kwargs)
             if not first:
-                first.append(raw)
-                if raw.requires_grad:
-                    raw.retain_grad()
-            return raw
+                first.append(write.raw)
+                if write.raw.requires_grad:
+                    write.raw.retain_grad()
+            return write
 
-        monkeypatch.setattr(model, "raw_message", spy)
+        monkeypatch.setattr(model, "write", spy)
         step(torch.rand(4, 3, 64, 64) * 2 - 1).loss.backward()
         grads[mode] = first[0].grad
     assert grads["last"] is None
@@ -239,13 +239,13 @@ def test_training_writes_give_the_crop_locations(monkeypatch):
     model = randomize(COMiT(tiny_config(crop_patch_positions="absolute")))
     step = TrainingStep(model, StepConfig(min_crops=2, max_crops=2, global_first_p=1.0)).train()
     locations = []
-    original = model.raw_message
+    original = model.write
 
-    def spy(latents, messages, offset, location=None):
+    def spy(latents, messages, offset, location=None, box=None):
         locations.append(location)
-        return original(latents, messages, offset, location)
+        return original(latents, messages, offset, location, box)
 
-    monkeypatch.setattr(model, "raw_message", spy)
+    monkeypatch.setattr(model, "write", spy)
     step(torch.rand(3, 3, 64, 64) * 2 - 1).loss.backward()
     assert torch.equal(locations[0], torch.zeros(3, 2))  # the global crop: the image's centre
     assert bool((locations[1].abs().amax(dim=1) > 0.5).all())  # local crops: none at the centre

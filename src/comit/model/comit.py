@@ -25,7 +25,7 @@ from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencode
 from .checkpoints import HubDownload, load_model, save_model
 from .config import AutoencoderConfig, ModelConfig
 from .conv_autoencoder import ConvAutoencoder
-from .crops import CropGrid, step_offsets
+from .crops import CropGrid, step_offsets, tokens_inside
 from .fsq import FSQ
 from .guidance import check_guidance, guided_velocity
 from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
@@ -93,6 +93,15 @@ class _Reading:
     used: torch.Tensor
     seen: torch.Tensor
     active: torch.Tensor
+
+
+@dataclass
+class MessageWrite:
+    """One message update: codes [B, M, D], the new message (FSQ output; tokens a local write
+    leaves alone keep their previous value); raw [B, M, D], what the transformer wrote before FSQ."""
+
+    codes: torch.Tensor
+    raw: torch.Tensor
 
 
 @dataclass
@@ -317,20 +326,32 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             pixels = images[group] if bool(is_global[group].all()) else \
                 self.crops.cut(images[group], indices[group], global_crop)
             latents = encode(self.vae, pixels, generator)
-            updated[group] = self.write_message(latents, messages[group], offset[group], location[group])
+            box = self.crops.box_table(global_crop).to(self.device)[indices[group]].T
+            updated[group] = self.write_message(latents, messages[group], offset[group], location[group], box)
         return updated
 
     def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
-                      location: torch.Tensor | None = None) -> torch.Tensor:
+                      location: torch.Tensor | None = None, box: torch.Tensor | None = None) -> torch.Tensor:
         """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message); ``location`` [B, 2]
-        (the crop's centre) is read only by models with ``crop_patch_positions: absolute``."""
-        return self.quantizer(self.raw_message(latents, messages, offset, location))
+        (the crop's centre) is read only by models with ``crop_patch_positions: absolute``, ``box``
+        [3, B] (the crop's top, left, size in pixels) only by models with ``message_write: local``."""
+        return self.write(latents, messages, offset, location, box).codes
 
-    def raw_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
-                    location: torch.Tensor | None = None) -> torch.Tensor:
-        """The new message before FSQ, in float32 (also under a bf16 autocast)."""
+    def write(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
+              location: torch.Tensor | None = None, box: torch.Tensor | None = None) -> "MessageWrite":
+        """The one message update, for tokenizing and for training: the new message and the raw
+        (pre-FSQ, float32 also under a bf16 autocast) values the transformer wrote."""
         t = torch.ones(latents.shape[0], device=latents.device)
-        return self.predictor(latents, t, messages, offset, location=location).message.float()
+        raw = self.predictor(latents, t, messages, offset, location=location).message.float()
+        codes = self.quantizer(raw)
+        if self.config.message_write == "local":
+            if box is None:
+                raise ValueError("this model writes only the tokens under the crop (message_write: local): "
+                                 "pass the crop's box")
+            top, left, size = box
+            inside = tokens_inside(top, left, size, self.config.image_size, self.config.num_msg_tokens)
+            codes = torch.where(inside[:, :, None], codes, messages.to(codes.dtype))
+        return MessageWrite(codes=codes, raw=raw)
 
     def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
                          noise: torch.Tensor, latents: torch.Tensor | None = None) -> "ReconstructionError":

@@ -5,6 +5,7 @@ A checkpoint carries its own config, so a model is rebuilt from its directory al
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -88,6 +89,12 @@ class ModelConfig(BaseModel):
     where the crop stride is not a whole number of patches), so a local crop is written the way
     the global crop is, at its place; the offsets are still given (docs/training.md).
 
+    ``message_write``: what a message update rewrites. ``replace`` (the paper and the released
+    checkpoints): every token, whatever the crop showed. ``local`` (ours, not in the paper): only
+    the tokens whose cell on the message grid (``sqrt(num_msg_tokens)`` cells a side over the
+    image) has its centre inside the crop; the others keep their value, so a local crop cannot
+    undo what the global crop wrote elsewhere (docs/training.md, "A local write").
+
     Geometry follows the image: the latent grid is ``image_size / autoencoder factor``; crops are
     a ``grid_size`` x ``grid_size`` grid of ``crop_size`` pixels with stride
     ``(image_size - crop_size) // (grid_size - 1)``.
@@ -105,6 +112,7 @@ class ModelConfig(BaseModel):
     attention: Literal["hard", "released"] = "hard"
     prediction: Literal["velocity", "data"] = "velocity"
     crop_patch_positions: Literal["top_left", "absolute"] = "top_left"
+    message_write: Literal["replace", "local"] = "replace"
     image_size: int = Field(256, gt=0)
     crop_size: int = Field(96, gt=0)
     grid_size: int = Field(3, gt=0)
@@ -122,6 +130,9 @@ class ModelConfig(BaseModel):
             if getattr(self, name) % unit:
                 raise ValueError(f"{name} {getattr(self, name)} must be a multiple of autoencoder factor x "
                                  f"patch size = {unit}")
+        if self.message_write == "local" and math.isqrt(self.num_msg_tokens) ** 2 != self.num_msg_tokens:
+            raise ValueError(f"message_write 'local' lays the message on a square grid: num_msg_tokens "
+                             f"{self.num_msg_tokens} is not a square")
         if self.crop_size > self.image_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds image_size {self.image_size}")
         if self.grid_size > 1 and (self.image_size - self.crop_size) % (self.grid_size - 1):

@@ -10,6 +10,7 @@ the image centre is (0, 0). The message update after crop k receives the offset
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -126,6 +127,20 @@ def cut_boxes(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size:
     windows = images.unfold(2, size, 1).unfold(3, size, 1)  # [B, C, H - size + 1, W - size + 1, size, size]
     rows = torch.arange(images.shape[0], device=images.device)
     return windows[rows, :, top.to(images.device), left.to(images.device)].contiguous()
+
+
+def tokens_inside(top: torch.Tensor, left: torch.Tensor, size: torch.Tensor, image_size: int,
+                  num_tokens: int) -> torch.Tensor:
+    """[B, M] bool: which message tokens a crop (top, left, size [B], pixels) covers, with the
+    tokens laid on a square grid over the image in raster order; a token is covered when its
+    cell's centre lies inside the crop."""
+    side = math.isqrt(num_tokens)
+    centres = (torch.arange(side, device=top.device) + 0.5) * (image_size / side)
+
+    def within(start: torch.Tensor) -> torch.Tensor:  # [B, side]
+        return (centres >= start[:, None]) & (centres < (start + size)[:, None])
+
+    return (within(top)[:, :, None] & within(left)[:, None, :]).flatten(1)
 
 
 def step_offsets(locations: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:

@@ -48,9 +48,10 @@ def initialize_message_stream(predictor: Transformer, init: InitConfig) -> None:
 
 
 # Fields that do not shape the transformer: the autoencoder is built from the config's own entry,
-# the attention kernel is a runtime choice, and where a crop's patches sit in the fixed position
-# table holds no weights (a fine-tune may move local crops to their places: docs/training.md).
-NOT_ARCHITECTURE = {"autoencoder", "attention", "crop_patch_positions"}
+# the attention kernel is a runtime choice, where a crop's patches sit in the fixed position table
+# and which tokens a write keeps hold no weights (a fine-tune may move local crops to their places
+# or make writes local: docs/training.md).
+NOT_ARCHITECTURE = {"autoencoder", "attention", "crop_patch_positions", "message_write"}
 
 
 @torch.no_grad()

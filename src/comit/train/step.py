@@ -181,9 +181,10 @@ class TrainingStep(nn.Module):
             with torch.no_grad():
                 latents = encode(self.model.vae, pixels)
             on_device = group.to(images.device)
-            written = self.model.raw_message(latents, messages[on_device], offset[on_device], location[on_device])
-            raw[on_device] = written
-            updated[on_device] = self.model.quantizer(written)
+            box = torch.stack([top[group], left[group], size[group]]).to(images.device)
+            write = self.model.write(latents, messages[on_device], offset[on_device], location[on_device], box)
+            raw[on_device] = write.raw
+            updated[on_device] = write.codes
         return updated, raw
 
     def flow_weights(self, crops: CropSequences, conditional: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from comit import COMiT
-from comit.model.crops import CropGrid
+from comit.model.crops import CropGrid, cut_boxes
 from comit.model.transformer import velocity_from_data
 from comit.train.config import StepConfig
 from comit.train.losses import flow_matching_loss, negative_cosine, saturation_penalty
-from comit.train.sequences import cut, sample_sequences
+from comit.train.sequences import sample_sequences
 from comit.train.step import TrainingStep
 from comit.teachers import TeacherFeatures
 
@@ -62,8 +62,8 @@ def test_cut_equals_the_per_image_loop(grid):
     images = torch.randn(32, 3, 64, 64, generator=generator)
     top, left = torch.randint(0, 64 - 24 + 1, (2, 32), generator=generator)
     reference = torch.stack([image[:, t:t + 24, l:l + 24] for image, t, l in zip(images, top.tolist(), left.tolist())])
-    assert torch.equal(cut(images, top, left, 24), reference)
-    assert torch.equal(cut(images, torch.zeros(32, dtype=torch.long), torch.zeros(32, dtype=torch.long), 64), images)
+    assert torch.equal(cut_boxes(images, top, left, 24), reference)
+    assert torch.equal(cut_boxes(images, torch.zeros(32, dtype=torch.long), torch.zeros(32, dtype=torch.long), 64), images)
 
 
 def test_flow_matching_loss_is_zero_on_the_true_velocity():

@@ -60,8 +60,9 @@ class CropGrid:
         return self.local_box(index)
 
     def location(self, box: Box) -> tuple[float, float]:
-        half = self.image_size / 2
-        return ((box.left + box.size / 2) / half - 1.0, (box.top + box.size / 2) / half - 1.0)
+        x, y = box_locations(torch.tensor([box.top]), torch.tensor([box.left]), torch.tensor([box.size]),
+                             self.image_size)[0].tolist()
+        return (x, y)
 
     def box_table(self, global_crop: bool) -> torch.Tensor:
         """[num_indices, 3] (top, left, size) of every crop index."""
@@ -70,9 +71,8 @@ class CropGrid:
 
     def locations(self, indices: torch.Tensor, global_crop: bool) -> torch.Tensor:
         """Crop indices [B] -> locations [B, 2] (x, y)."""
-        table = torch.tensor([self.location(self.box(i, global_crop)) for i in range(self.num_indices(global_crop))],
-                             dtype=torch.float32)
-        return table[indices.cpu()].to(indices.device)
+        top, left, size = self.box_table(global_crop)[indices.cpu()].unbind(dim=1)
+        return box_locations(top, left, size, self.image_size).to(indices.device)
 
     def is_global(self, indices: torch.Tensor, global_crop: bool) -> torch.Tensor:
         if not global_crop:
@@ -127,6 +127,13 @@ def cut_boxes(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size:
     windows = images.unfold(2, size, 1).unfold(3, size, 1)  # [B, C, H - size + 1, W - size + 1, size, size]
     rows = torch.arange(images.shape[0], device=images.device)
     return windows[rows, :, top.to(images.device), left.to(images.device)].contiguous()
+
+
+def box_locations(top: torch.Tensor, left: torch.Tensor, size: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Boxes (top, left, size [B], pixels) -> their centres [B, 2] (x, y), normalised to [-1, 1]."""
+    half = image_size / 2
+    size = size.float()
+    return torch.stack([(left + size / 2) / half - 1, (top + size / 2) / half - 1], dim=1).float()
 
 
 def tokens_inside(top: torch.Tensor, left: torch.Tensor, size: torch.Tensor, image_size: int,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model.crops import CropGrid, cut_boxes
+from ..model.crops import CropGrid, box_locations
 from ..teachers import TeacherFeatures
 
 
@@ -32,14 +32,14 @@ class CropSequences:
     def length(self) -> int:
         return self.top.shape[0]
 
+    def boxes(self, column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(top, left, size), each [B], of each image's crop number ``column[b]``."""
+        rows = torch.arange(column.shape[0])
+        return self.top[column, rows], self.left[column, rows], self.size[column, rows]
+
     def locations(self, column: torch.Tensor, image_size: int) -> torch.Tensor:
         """[B, 2] centres (x, y) in [-1, 1] of each image's crop number ``column[b]``."""
-        rows = torch.arange(column.shape[0])
-        half = image_size / 2
-        size = self.size[column, rows].float()
-        x = (self.left[column, rows] + size / 2) / half - 1
-        y = (self.top[column, rows] + size / 2) / half - 1
-        return torch.stack([x, y], dim=1)
+        return box_locations(*self.boxes(column), image_size)
 
     def last(self) -> torch.Tensor:
         """Index [B] of each image's last crop."""
@@ -121,7 +121,3 @@ def _local_boxes(grid: CropGrid, batch: int, count: int, positions: str) -> torc
         raise ValueError(f"crop positions must be 'grid' or 'random', got {positions!r}")
     return torch.stack([top, left, torch.full_like(top, grid.crop_size)], dim=2)
 
-
-def cut(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
-    """Pixel crops [B, C, size, size] at per-image (top, left)."""
-    return cut_boxes(images, top, left, size)

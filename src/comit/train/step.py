@@ -29,10 +29,11 @@ from torch import nn
 
 from ..model.autoencoders import encode
 from ..model.comit import COMiT
+from ..model.crops import cut_boxes, step_offsets
 from .config import StepConfig
 from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
 from .conveyor import Conveyor, conveyor_sequences
-from .sequences import CropSequences, PendingWrite, crops_available, cut, sample_sequences
+from .sequences import CropSequences, PendingWrite, crops_available, sample_sequences
 from ..teachers import TeacherFeatures, resample_patches
 
 
@@ -168,16 +169,15 @@ class TrainingStep(nn.Module):
         Crops of different sizes (the global crop and local ones) go through the transformer as
         separate batches, because their latents differ in size.
         """
-        rows = torch.arange(images.shape[0])
-        select = torch.ones_like(rows, dtype=torch.bool) if select is None else select
-        top, left, size = crops.top[column, rows], crops.left[column, rows], crops.size[column, rows]
+        select = torch.ones(images.shape[0], dtype=torch.bool) if select is None else select
+        top, left, size = crops.boxes(column)
         offset = self.offsets(crops, column).to(images.device)
         location = crops.locations(column, self.model.config.image_size).to(images.device)
         updated = messages.clone()
         raw = torch.zeros_like(messages)
         for crop_size in size[select].unique().tolist():
             group = select & (size == crop_size)
-            pixels = cut(images[group.to(images.device)], top[group], left[group], crop_size)
+            pixels = cut_boxes(images[group.to(images.device)], top[group], left[group], crop_size)
             with torch.no_grad():
                 latents = encode(self.model.vae, pixels)
             on_device = group.to(images.device)
@@ -196,11 +196,11 @@ class TrainingStep(nn.Module):
         return self.config.unseen_weight + (1 - self.config.unseen_weight) * seen
 
     def offsets(self, crops: CropSequences, column: torch.Tensor) -> torch.Tensor:
-        """a_k = loc_k - loc_{k-1}, zero for each image's first crop."""
+        """a_k = loc_k - loc_{k-1}, zero for each image's first crop (the rule tokenize follows)."""
         size = self.model.config.image_size
         current = crops.locations(column, size)
-        previous = crops.locations((column - 1).clamp(min=0), size)
-        return torch.where((column == 0)[:, None], torch.zeros_like(current), current - previous)
+        previous = torch.where((column == 0)[:, None], current, crops.locations((column - 1).clamp(min=0), size))
+        return step_offsets(current, previous)
 
     def sample_time(self, batch: int, device: torch.device) -> torch.Tensor:
         if self.config.t_sampling == "logit_normal":

@@ -29,43 +29,18 @@ INTRO = ("Upload an image (or pick a sample). The model looks at it one crop at 
 
 
 def build(explorer: Explorer) -> gr.Blocks:
-    samples = list(explorer.samples())
     with gr.Blocks(title="COMiT", analytics_enabled=False) as page:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         trace = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                upload = gr.File(label=f"Image (at most {explorer.max_upload_bytes / MB:g} MB)", file_types=["image"],
-                                 type="filepath", elem_id="upload")
-                sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a bundled sample",
-                                     info="used when no file is uploaded", elem_id="sample")
-                model = gr.Dropdown(explorer.model_names, value=explorer.model_names[0], label="Model", elem_id="model")
-                order = gr.Dropdown(list(ORDERS), value=ORDERS[0], label="Crop order", elem_id="order")
-                num_crops = gr.Slider(1, 10, value=9, step=1, label="Crops to observe", elem_id="num-crops")
-                global_crop = gr.Checkbox(False, label="Observe the whole image first (global crop)",
-                                          elem_id="global-crop")
-                steps = gr.Slider(1, 50, value=10, step=1, label="Decoding steps", elem_id="steps")
-                cfg = gr.Slider(0, 15, value=7.5, step=0.5, label="Guidance weight", elem_id="cfg")
-                seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
-                run = gr.Button("Reconstruct", variant="primary", elem_id="run")
-                note = gr.Markdown(elem_id="note")
+                inputs, run, note = _settings(explorer)
             with gr.Column(scale=3):
-                with gr.Row():
-                    crop_path = result_image("Crop path (numbered in order; arrows: offsets)", "crop-path")
-                    reconstruction = result_image("Reconstruction", "reconstruction")
-                one_step = result_image("What the message knows after each crop (one-step reconstructions)", "one-step")
-                with gr.Row():
-                    with gr.Column():
-                        gr.Markdown("**Token ids** (one cell per message position): click a token")
-                        token_ids = result_image("Token ids", "token-ids", show_label=False)
-                    with gr.Column():
-                        token = gr.Number(None, precision=0, label="Token position", elem_id="token")
-                        attention = result_image("Where this token looks", "attention")
+                outputs, token = _results()
 
-        def on_run(upload_path, sample_name, model_name, order_name, crops, use_global, num_steps, weight, seed_value):
+        def on_run(*values):
             try:
-                result = explorer.run(upload_path, sample_name, model_name, order_name, crops, use_global, num_steps,
-                                      weight, seed_value)
+                result = explorer.run(*values)
             except UserError as error:
                 # Say what was wrong where the results appear, and keep the last good pictures.
                 gr.Warning(str(error))
@@ -87,11 +62,48 @@ def build(explorer: Explorer) -> gr.Blocks:
             except UserError as error:
                 raise gr.Error(str(error)) from None
 
-        run.click(on_run, [upload, sample, model, order, num_crops, global_crop, steps, cfg, seed],
-                  [trace, crop_path, reconstruction, one_step, token_ids, token, attention, note], concurrency_limit=1)
+        crop_path, reconstruction, one_step, token_ids, attention = outputs
+        run.click(on_run, inputs, [trace, crop_path, reconstruction, one_step, token_ids, token, attention, note],
+                  concurrency_limit=1)
         token_ids.select(on_grid_click, [trace], [token])
         token.change(on_token, [trace, token], [attention, token_ids])
     return page
+
+
+def _settings(explorer: Explorer) -> tuple[list, gr.Button, gr.Markdown]:
+    """The input column: the components in the order ``Explorer.run`` takes them, the button, the note."""
+    samples = list(explorer.samples())
+    inputs = [
+        gr.File(label=f"Image (at most {explorer.max_upload_bytes / MB:g} MB)", file_types=["image"],
+                type="filepath", elem_id="upload"),
+        gr.Dropdown(samples, value=samples[0] if samples else None, label="…or a bundled sample",
+                    info="used when no file is uploaded", elem_id="sample"),
+        gr.Dropdown(explorer.model_names, value=explorer.model_names[0], label="Model", elem_id="model"),
+        gr.Dropdown(list(ORDERS), value=ORDERS[0], label="Crop order", elem_id="order"),
+        gr.Slider(1, 10, value=9, step=1, label="Crops to observe", elem_id="num-crops"),
+        gr.Checkbox(False, label="Observe the whole image first (global crop)", elem_id="global-crop"),
+        gr.Slider(1, 50, value=10, step=1, label="Decoding steps", elem_id="steps"),
+        gr.Slider(0, 15, value=7.5, step=0.5, label="Guidance weight", elem_id="cfg"),
+        gr.Number(0, precision=0, label="Seed", elem_id="seed"),
+    ]
+    run = gr.Button("Reconstruct", variant="primary", elem_id="run")
+    return inputs, run, gr.Markdown(elem_id="note")
+
+
+def _results() -> tuple[tuple[gr.Image, ...], gr.Number]:
+    """The result column: (crop path, reconstruction, one-step strip, token ids, attention) and the token box."""
+    with gr.Row():
+        crop_path = result_image("Crop path (numbered in order; arrows: offsets)", "crop-path")
+        reconstruction = result_image("Reconstruction", "reconstruction")
+    one_step = result_image("What the message knows after each crop (one-step reconstructions)", "one-step")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**Token ids** (one cell per message position): click a token")
+            token_ids = result_image("Token ids", "token-ids", show_label=False)
+        with gr.Column():
+            token = gr.Number(None, precision=0, label="Token position", elem_id="token")
+            attention = result_image("Where this token looks", "attention")
+    return (crop_path, reconstruction, one_step, token_ids, attention), token
 
 
 def result_image(label: str, elem_id: str, show_label: bool = True) -> gr.Image:

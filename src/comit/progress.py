@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
+from .env_numbers import env_number
+
 PROGRESS_SECONDS_ENV = "COMIT_PROGRESS_SECONDS"
 DEFAULT_PROGRESS_SECONDS = 30.0
 LINE_FORMAT = "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:3.0f}%) {elapsed} elapsed, {remaining} left, {rate_fmt}{postfix}"
@@ -61,16 +63,7 @@ class LineProgress(tqdm):
 
 
 def progress_seconds() -> float:
-    raw = os.environ.get(PROGRESS_SECONDS_ENV)
-    if raw is None:
-        return DEFAULT_PROGRESS_SECONDS
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise ValueError(f"{PROGRESS_SECONDS_ENV} must be a number of seconds, got {raw!r}") from None
-    if not seconds > 0:
-        raise ValueError(f"{PROGRESS_SECONDS_ENV} must be > 0, got {raw!r}")
-    return seconds
+    return env_number(PROGRESS_SECONDS_ENV, DEFAULT_PROGRESS_SECONDS, float, "a number of seconds")
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str, unit: str = "it",

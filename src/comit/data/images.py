@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..atomic import atomic_write
+from ..env_numbers import env_number
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -131,16 +132,7 @@ def open_rgb(path: str | os.PathLike | BinaryIO, draft_size: int | None = None, 
 def max_image_pixels() -> int:
     """The largest image (width x height) comit decodes: Pillow's warning limit (about 89 megapixels),
     or ``COMIT_MAX_IMAGE_PIXELS`` for users who really mean to open larger files."""
-    text = os.environ.get(MAX_PIXELS_ENV)
-    if text is None:
-        return DEFAULT_MAX_IMAGE_PIXELS
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{MAX_PIXELS_ENV} must be a whole number of pixels, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"{MAX_PIXELS_ENV} must be >= 1, got {value}")
-    return value
+    return int(env_number(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS, int, "a whole number of pixels"))
 
 
 def open_image(path: str | os.PathLike | BinaryIO, name: str | os.PathLike | None = None) -> Image.Image:

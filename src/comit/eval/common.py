@@ -19,6 +19,7 @@ from ..data import build_dataset
 from ..progress import progress as progress_bar
 from ..data.mask_folder import MaskFolderDataset
 from ..model.comit import COMiT, Tokens
+from ..model.solvers import check_decoding
 from ..model.policies import ADAPTIVE, CropPolicy, FixedOrder, PerImageRandomOrder, RandomOrder, \
     parse_policy
 
@@ -51,10 +52,7 @@ class EvalSettings:
         return described
 
     def check(self, model: COMiT) -> None:
-        if self.steps < 1:
-            raise ValueError(f"decoding steps must be >= 1, got {self.steps}")
-        if self.cfg < 0:
-            raise ValueError(f"guidance weight must be >= 0, got {self.cfg}")
+        check_decoding(self.steps, self.cfg)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         parse_policy(self.order).check(model.crops, self.num_crops, self.global_crop)

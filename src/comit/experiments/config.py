@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..model.policies import ADAPTIVE, POLICY_NAMES, RASTER_SCAN
 from ..pydantic_errors import first_error
-from ..train.config import ConfigError, TrainConfig, load_config, parse_override, set_dotted
+from ..train.config import (ConfigError, TrainConfig, load_config, parse_override, resolve_yaml, set_dotted,
+                            shipped_names)
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "configs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # arm and policy names become folder names
@@ -151,18 +152,11 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- loading
 def shipped_experiments() -> list[str]:
-    return sorted(path.stem for path in EXPERIMENTS_DIR.glob("*.yaml"))
+    return shipped_names(EXPERIMENTS_DIR)
 
 
 def resolve_experiment_path(name_or_path: str | Path) -> Path:
-    path = Path(str(name_or_path)).expanduser()
-    if path.is_file():
-        return path
-    shipped = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise ConfigError(f"no experiment file {str(name_or_path)!r} and no shipped experiment of that name; "
-                      f"shipped: {', '.join(shipped_experiments())}")
+    return resolve_yaml(name_or_path, EXPERIMENTS_DIR, "experiment")
 
 
 def load_experiment(name_or_path: str | Path, overrides: list[str] | None = None,

@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..atomic import atomic_write
+from ..format_files import read_format_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -198,19 +199,9 @@ def resolve_autoencoder(name_or_path: str | Path) -> Path:
 
 
 def read_autoencoder_config(directory: Path) -> ConvAutoencoderConfig:
-    path = directory / CONFIG_NAME
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AutoencoderError(f"{directory} holds no {CONFIG_NAME}; is it an autoencoder folder?") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise AutoencoderError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise AutoencoderError(f"{path} is not an autoencoder config (format {FORMAT!r} expected)")
-    if raw.get("format_version", 0) > FORMAT_VERSION:
-        raise AutoencoderError(f"{path} has format_version {raw['format_version']}; this comit reads up to "
-                               f"{FORMAT_VERSION}, upgrade comit")
+    raw = read_format_json(directory, CONFIG_NAME, FORMAT, FORMAT_VERSION, AutoencoderError, "an autoencoder")
     try:
         return ConvAutoencoderConfig(**raw.get("autoencoder", {}))
     except (ValidationError, TypeError) as error:
-        raise AutoencoderError(f"bad autoencoder config in {path}: {str(error).splitlines()[0]}") from error
+        raise AutoencoderError(f"bad autoencoder config in {directory / CONFIG_NAME}: "
+                               f"{str(error).splitlines()[0]}") from error

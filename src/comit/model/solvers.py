@@ -14,6 +14,14 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SOLVERS = ("euler", "heun", "midpoint")
 
 
+def check_decoding(steps: int, cfg_weight: float) -> None:
+    """Refuse a decoding schedule without steps or a negative guidance weight."""
+    if steps < 1:
+        raise ValueError(f"decoding steps must be >= 1, got {steps}")
+    if cfg_weight < 0:
+        raise ValueError(f"guidance weight must be >= 0, got {cfg_weight}")
+
+
 def time_grid(num_steps: int, device=None) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, num_steps + 1, device=device)
 

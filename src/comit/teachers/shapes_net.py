@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..atomic import atomic_write
+from ..format_files import read_format_json
 from .base import TeacherError
 
 CONFIG_NAME = "config.json"
@@ -169,19 +170,8 @@ def is_shapes_checkpoint(directory: str | Path) -> bool:
 
 
 def read_shapes_config(directory: Path) -> ShapesNetConfig:
-    path = directory / CONFIG_NAME
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TeacherError(f"{directory} holds no {CONFIG_NAME}; not a shapes-teacher checkpoint") from None
-    except ValueError as error:
-        raise TeacherError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise TeacherError(f"{path} is not a shapes-teacher config (format {FORMAT!r} expected)")
-    if raw.get("format_version", 0) > FORMAT_VERSION:
-        raise TeacherError(f"{path} has format_version {raw['format_version']}; this comit reads "
-                           f"up to {FORMAT_VERSION}, upgrade comit")
+    raw = read_format_json(directory, CONFIG_NAME, FORMAT, FORMAT_VERSION, TeacherError, "a shapes-teacher")
     try:
         return ShapesNetConfig(**raw.get("config", {}))
     except (TypeError, ValueError) as error:
-        raise TeacherError(f"bad shapes-teacher config in {path}: {error}") from error
+        raise TeacherError(f"bad shapes-teacher config in {directory / CONFIG_NAME}: {error}") from error

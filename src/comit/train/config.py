@@ -300,20 +300,29 @@ class TrainConfig(_Section):
 
 # ---------------------------------------------------------------------- loading
 def shipped_configs() -> list[str]:
-    return sorted(path.stem for path in CONFIGS_DIR.glob("*.yaml"))
+    return shipped_names(CONFIGS_DIR)
+
+
+def shipped_names(directory: Path) -> list[str]:
+    return sorted(path.stem for path in directory.glob("*.yaml"))
 
 
 def resolve_config_path(name_or_path: str | Path | None) -> Path:
     """A shipped config name (``tiny``, ``shapes-small``, ...) or a YAML file path."""
-    name = DEFAULT_CONFIG if name_or_path is None else str(name_or_path)
+    return resolve_yaml(DEFAULT_CONFIG if name_or_path is None else name_or_path, CONFIGS_DIR, "config")
+
+
+def resolve_yaml(name_or_path: str | Path, directory: Path, what: str) -> Path:
+    """A YAML file path, or the name of one shipped in ``directory``; ``what`` ("config") names it in errors."""
+    name = str(name_or_path)
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    shipped = CONFIGS_DIR / f"{name}.yaml"
+    shipped = directory / f"{name}.yaml"
     if shipped.is_file():
         return shipped
-    raise ConfigError(f"no config file {name!r} and no shipped config of that name; "
-                      f"shipped: {', '.join(shipped_configs())}")
+    raise ConfigError(f"no {what} file {name!r} and no shipped {what} of that name; "
+                      f"shipped: {', '.join(shipped_names(directory))}")
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:

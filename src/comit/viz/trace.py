@@ -15,6 +15,7 @@ import torch
 
 from ..model.crops import Box
 from ..model.policies import ADAPTIVE, CropPolicy, parse_policy
+from ..model.solvers import check_decoding
 
 # The attention panels show the tokens whose maps are most concentrated (see top_tokens()).
 DEFAULT_TOP_TOKENS = 8
@@ -92,10 +93,7 @@ def trace_images(model, images: torch.Tensor, settings: VizSettings) -> list[Tra
 
 
 def check_settings(model, settings: VizSettings) -> None:
-    if settings.steps < 1:
-        raise ValueError(f"steps must be >= 1, got {settings.steps}")
-    if settings.cfg < 0:
-        raise ValueError(f"guidance must be >= 0, got {settings.cfg}")
+    check_decoding(settings.steps, settings.cfg)
     if settings.top_tokens < 1:
         raise ValueError(f"top tokens must be >= 1, got {settings.top_tokens}")
     # the crop policy too, before any image is loaded or traced

@@ -190,12 +190,12 @@ def test_numeric_options_are_range_checked(tmp_path, picture, args, fragment):
 
 
 def test_an_unforeseen_failure_is_one_line_naming_the_options(tmp_path, monkeypatch, picture):
-    import comit.cli
+    import comit.cli.tokens as commands
 
     def explode(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(comit.cli, "load_model", explode)
+    monkeypatch.setattr(commands, "load_model", explode)
     result = refused(["reconstruct", picture, "-o", tmp_path / "out", "--steps", 3],
                      "unexpected ZeroDivisionError: division by zero")
     assert "--steps=3" in result.output and "please report it" in result.output

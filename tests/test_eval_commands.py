@@ -143,7 +143,7 @@ def test_crops_command(tmp_path, tiny_model_dir):
 
 
 def test_default_sizes_finish_in_minutes_and_zero_means_every_image(tmp_path, tiny_model_dir):
-    from comit.eval import commands
+    import comit.cli.eval as commands
 
     help_text = runner.invoke(app, ["eval", "all", "--help"], env={"COLUMNS": "200"}).output
     for default in ("(0: all). [default: 100]", "(0: all). [default: 1000]", "(0: all). [default: 16]",

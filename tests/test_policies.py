@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from comit.cli_options import ORDER_NAMES
+from comit.cli.options import ORDER_NAMES
 from comit.model.crops import CropGrid
 from comit.model.policies import (POLICY_NAMES, Adaptive, CropPlan, CropPolicy, CropStep, ExplicitOrder, FixedOrder,
                                   PerImageRandomOrder, RandomOrder, RasterScan, parse_policy)

@@ -2,5 +2,5 @@
 path against the plain path, and (when the training code is present) a training step.
 
 The parts: ``setup`` (BenchSettings), ``suite`` (run_benchmark, write_results), ``sections`` (each
-measurement), ``command`` (the CLI; imports nothing heavy until it runs).
+measurement). The command ``comit bench`` is ``comit.cli.bench``.
 """

@@ -2,5 +2,5 @@
 
 ``config`` (what to run), ``runner`` (train and evaluate each unit, resumable), ``statistics``
 (mean and 95 % interval over seeds), ``aggregate`` (tables and claims), ``report`` (results.md and
-plots), ``cli`` (``comit experiment ...``).
+plots). The command ``comit experiment ...`` is ``comit.cli.experiment``.
 """

@@ -14,10 +14,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli_support import friendly_errors
+from .support import friendly_errors
 
 experiment_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                              help="Reproduction experiments: train arms over seeds, evaluate, tabulate.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")
 
 
 def _numbers(text: str | None, name: str) -> list[int] | None:
@@ -48,10 +52,10 @@ def structure(
     """Does training on local-crop sequences make tokens line up with objects? Arms x seeds, one command."""
     import torch
 
-    from .config import load_experiment
-    from .report import write_experiment_report
+    from ..experiments.config import load_experiment
+    from ..experiments.report import write_experiment_report
     from ..devices import resolve_device
-    from .runner import run_experiment
+    from ..experiments.runner import run_experiment
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)

@@ -1,42 +1,23 @@
-"""The ``comit`` command: a thin layer over the library. Each command parses options, calls the
-modules that do the work, and turns expected failures into one-line errors (exit code 1)."""
+"""``comit tokenize``, ``detokenize`` and ``reconstruct``: images to token messages and back."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .cli_options import (ADAPTIVE, DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
-                          ModelOption, NumCropsOption, OrderOption, PrecisionOption, RevisionOption, SolverOption,
-                          StepsOption)
-from .cli_support import friendly_errors, load_model, parse_order, resolved_num_crops
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="COMiT: tokenize images crop by crop into discrete messages, and paint them back.")
-
-def show_version(value: bool) -> None:
-    if value:
-        from . import __version__
-
-        typer.echo(f"comit {__version__}")
-        raise typer.Exit()
+from .options import (ADAPTIVE, DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
+                      ModelOption, NumCropsOption, OrderOption, PrecisionOption, RevisionOption, SeedOption,
+                      SolverOption, StepsOption)
+from .support import friendly_errors, load_model, parse_order, resolved_num_crops
 
 
-@app.callback()
-def main_options(version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
-                                                       help="Print the version and exit.")] = False):
-    """COMiT: tokenize images crop by crop into discrete messages, and paint them back."""
+def register(app: typer.Typer) -> None:
+    for command in (tokenize, detokenize, reconstruct):
+        app.command()(command)
 
-
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
 
 # ---------------------------------------------------------------------- shared helpers
 def batches(items: list, size: int):
@@ -59,7 +40,7 @@ def output_names(paths: list[Path]) -> list[str]:
 
 
 def progress(iterable, total: int, desc: str):
-    from .progress import progress as progress_bar
+    from ..progress import progress as progress_bar
 
     return progress_bar(iterable, total=total, desc=desc, unit="batch")
 
@@ -69,7 +50,6 @@ def tokenize_settings(order, num_crops, global_crop, seed) -> dict:
 
 
 # ---------------------------------------------------------------------- commands
-@app.command()
 @friendly_errors
 def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .safetensors file, or a folder of shards.")],
              images: Annotated[Optional[list[Path]], typer.Argument(
@@ -84,9 +64,9 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
              precision: PrecisionOption = "fp32", compile_model: CompileOption = False):
     """Turn images into token messages: one safetensors file (-o x.safetensors) or, for a dataset, a
     folder of shards that a re-run resumes (also under torchrun: one shard range per process)."""
-    from .data.folder import expand_image_arguments
-    from .model.acceleration import autocast
-    from .tokens_file import save_tokens
+    from ..data.folder import expand_image_arguments
+    from ..model.acceleration import autocast
+    from ..tokens_file import save_tokens
 
     if (images is None) == (data is None):
         raise ValueError("give image files/folders/globs or --data, not both and not neither")
@@ -108,8 +88,8 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
 
 def tokenize_dataset(paths, data, split, output: Path, model: str, device: str, revision, compile_model: bool,
                      settings: dict, shard_size: int, batch_size: int, num_workers: int, precision: str) -> None:
-    from .data import build_dataset
-    from .token_shards import ImageFiles, dataset_sources, plan_shards, tokenize_to_shards
+    from ..data import build_dataset
+    from ..token_shards import ImageFiles, dataset_sources, plan_shards, tokenize_to_shards
 
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if device == "auto" and world_size > 1:
@@ -133,13 +113,12 @@ def tokenize_dataset(paths, data, split, output: Path, model: str, device: str, 
 def prepared_model(model: str, device: str, revision, compile_model: bool):
     net = load_model(model, device, revision)
     if compile_model:
-        from .model.acceleration import compile_predictor
+        from ..model.acceleration import compile_predictor
 
         compile_predictor(net)
     return net
 
 
-@app.command()
 @friendly_errors
 def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file written by `comit tokenize`.")],
                output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
@@ -148,8 +127,8 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
                seed: SeedOption = 0, device: DeviceOption = "auto", batch_size: BatchOption = 8,
                revision: RevisionOption = None, precision: PrecisionOption = "fp32", compile_model: CompileOption = False):
     """Paint images back from a tokens file."""
-    from .model.acceleration import autocast
-    from .tokens_file import load_tokens
+    from ..model.acceleration import autocast
+    from ..tokens_file import load_tokens
 
     loaded = load_tokens(tokens_file)
     net = prepared_model(model or loaded.model, device, revision, compile_model)
@@ -160,7 +139,6 @@ def detokenize(tokens_file: Annotated[Path, typer.Argument(help="A tokens file w
     typer.echo(f"wrote {len(pictures)} images to {output}")
 
 
-@app.command()
 @friendly_errors
 def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, folders (recursive) or quoted globs.")],
                 output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs.")],
@@ -170,8 +148,8 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
                 batch_size: BatchOption = 8, revision: RevisionOption = None, precision: PrecisionOption = "fp32",
                 compile_model: CompileOption = False):
     """Tokenize then detokenize images (what the message keeps of each)."""
-    from .data.folder import expand_image_arguments
-    from .model.acceleration import autocast
+    from ..data.folder import expand_image_arguments
+    from ..model.acceleration import autocast
 
     images = expand_image_arguments(images)
     net = prepared_model(model, device, revision, compile_model)
@@ -184,37 +162,12 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
     typer.echo(f"wrote {len(pictures)} reconstructions to {output}")
 
 
-@app.command()
-@friendly_errors
-def info(model: ModelOption = DEFAULT_MODEL, revision: RevisionOption = None):
-    """Print a model's configuration and size."""
-    from .model.transformer import count_parameters
-
-    net = load_model(model, revision=revision)
-    summary = {"model": model, "parameters": count_parameters(net.predictor), "codebook_size": net.codebook_size,
-               **net.config.model_dump()}
-    typer.echo(json.dumps(summary, indent=2))
-
-
-@app.command()
-@friendly_errors
-def push(model: Annotated[str, typer.Argument(help="A saved model folder (from comit train or save_pretrained), or 'bundled'.")],
-         repo_id: Annotated[str, typer.Argument(help="Hub repository, owner/name (created if missing).")],
-         private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
-         token: Annotated[Optional[str], typer.Option("--token", help="Hub token (default: huggingface-cli login's).")] = None,
-         message: Annotated[str, typer.Option("--message", help="Commit message.")] = "Upload COMiT model"):
-    """Upload a saved model to the Hugging Face hub, with a model card if it has none."""
-    from .model.hub import push_folder
-
-    typer.echo(f"pushed {model} to {repo_id}: {push_folder(model, repo_id, private=private or None, token=token, commit_message=message)}")
-
-
 def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, seed: int, batch_size: int):
     """Load every image first (so a bad file fails before any work), then tokenize in batches."""
     import torch
 
-    from .data.images import load_images
-    from .model.comit import Tokens
+    from ..data.images import load_images
+    from ..model.comit import Tokens
 
     pixels = load_images(paths, net.config.image_size)
     generator = torch.Generator().manual_seed(seed)
@@ -243,7 +196,7 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
     import shutil
     import tempfile
 
-    from .data.images import save_image
+    from ..data.images import save_image
 
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".comit-", dir=folder))
@@ -254,82 +207,3 @@ def write_images(folder: Path, names: list[str], pictures) -> None:
             os.replace(staging / name, folder / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------- more commands
-# Commands of other parts of the library register themselves here (each module keeps its own
-# options and work; this file only wires them in).
-from .eval.commands import eval_app  # noqa: E402
-
-app.add_typer(eval_app, name="eval")
-from .experiments.cli import experiment_app  # noqa: E402
-
-app.add_typer(experiment_app, name="experiment")
-
-
-@app.command(context_settings={"allow_extra_args": False})
-@friendly_errors
-def train(args: Annotated[Optional[list[str]], typer.Argument(
-              help="[CONFIG] [key=value ...]: a shipped config name or YAML path, then overrides "
-                   "such as max_steps=100 batch_size=8 optim.lr=1e-4.")] = None,
-          out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/<name>).")] = None,
-          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False,
-          push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Upload the final model to this hub repository (owner/name).")] = None):
-    """Train a COMiT model (under torchrun: one process per GPU, DDP)."""
-    from .train.cli import run_training
-
-    run_training(args or [], out, resume, push_to_hub)
-
-
-@app.command(name="train-autoencoder")
-@friendly_errors
-def train_autoencoder(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the trained autoencoder.")],
-        data: Annotated[str, typer.Option("--data", help="'shapes', 'shapes:key=value,...' or an image folder.")] = "shapes",
-        image_size: Annotated[int, typer.Option("--image-size", min=8, help="Training image side in pixels.")] = 64,
-        steps: Annotated[int, typer.Option("--steps", min=1)] = 3000,
-        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-        lr: Annotated[float, typer.Option("--lr", min=0.0)] = 2e-3,
-        latent_channels: Annotated[int, typer.Option("--latent-channels", min=1)] = 4,
-        downsample: Annotated[int, typer.Option("--downsample", min=2, help="Spatial factor, a power of two.")] = 4,
-        width: Annotated[int, typer.Option("--width", min=8, help="Channels at full resolution (x2 per level).")] = 32,
-        latent_noise: Annotated[float, typer.Option("--latent-noise", min=0.0,
-                                                    help="Noise on latents while training, x their std.")] = 0.1,
-        precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 where the CPU/GPU has it.")] = "fp32",
-        seed: SeedOption = 0):
-    """Train the small convolutional autoencoder that models of our own use as latent space."""
-    from pydantic import ValidationError
-
-    from .model.conv_autoencoder import ConvAutoencoderConfig
-    from .pydantic_errors import first_error
-    from .train.autoencoder import AutoencoderTrainConfig, train_autoencoder as run
-
-    try:
-        architecture = ConvAutoencoderConfig(latent_channels=latent_channels, downsample=downsample, width=width)
-        config = AutoencoderTrainConfig(data=data, image_size=image_size, architecture=architecture, steps=steps,
-                                        batch_size=batch_size, lr=lr, latent_noise=latent_noise,
-                                        precision=precision, seed=seed)
-    except ValidationError as error:  # one line naming the option, not pydantic's report
-        where, message = first_error(error)
-        raise ValueError(f"{where + ': ' if where else ''}{message.removeprefix('Value error, ')}") from None
-    result = run(config, out)
-    typer.echo(f"autoencoder: {result.directory}  val PSNR {result.val_psnr:.2f} dB on {result.val_images} images, "
-               f"{result.wall_time_s / 60:.1f} min")
-
-
-from .viz.commands import demo, serve, viz  # noqa: E402  pictures, the demo report, the web app
-
-for _command in (viz, demo, serve):
-    app.command()(friendly_errors(_command))
-
-from .bench.command import bench as _bench  # noqa: E402
-
-app.command(name="bench")(friendly_errors(_bench))
-
-
-def main() -> None:  # the console script
-    app()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

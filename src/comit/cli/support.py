@@ -1,8 +1,8 @@
 """What every `comit` sub-command shares besides its options: one-line errors, the range check of
 numeric options, model loading and the crop-order syntax.
 
-A module of its own (like ``cli_options``), imported by each command module, so that none of them
-imports ``cli`` back.
+A module of its own (like ``options``), imported by each command group, so that none of them
+imports another or ``app``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from functools import wraps
 import click
 import typer
 
-from .cli_options import DEFAULT_NUM_CROPS
+from .options import DEFAULT_NUM_CROPS
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, TypeError, KeyError)
 
@@ -94,8 +94,8 @@ def fail(error: BaseException, message: str):
 def load_model(name: str, device: str = "auto", revision: str | None = None):
     import torch
 
-    from .devices import resolve_device
-    from .model.comit import COMiT
+    from ..devices import resolve_device
+    from ..model.comit import COMiT
 
     torch.set_flush_denormal(True)
     return COMiT.from_pretrained(name, device=resolve_device(device), revision=revision)
@@ -111,7 +111,7 @@ def resolved_num_crops(order, num_crops: int | None) -> int:
 def parse_order(order: str):
     """'adaptive' stays a name; '4,1,7' becomes a list of crop indices. An unknown name fails here,
     before any model loads (``parse_policy`` says what the choices are)."""
-    from .model.policies import parse_policy  # imports torch: only once a command runs
+    from ..model.policies import parse_policy  # imports torch: only once a command runs
 
     order = order.strip()
     if "," in order or order.isdigit():

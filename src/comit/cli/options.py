@@ -1,6 +1,6 @@
-"""Command-line options shared by the `comit` sub-commands (core, eval, viz), defined once.
+"""Command-line options shared by the `comit` sub-commands (tokens, eval, viz, train...), defined once.
 
-A module of its own, imported by each command module, so that none of them imports another's.
+A module of its own, imported by each command group, so that none of them imports another's.
 """
 
 from __future__ import annotations
@@ -26,4 +26,5 @@ SolverOption = Annotated[str, typer.Option("--solver", help="euler | heun | midp
 BatchOption = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 PrecisionOption = Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast: faster where the GPU/CPU has bf16 units; not bit-exact).")]
 CompileOption = Annotated[bool, typer.Option("--compile", help="torch.compile the transformer (worth it for long runs).")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for noise, random orders and VAE sampling.")]
 NumCropsOption = Annotated[Optional[int], typer.Option("--num-crops", help=f"Crops to observe (default: {DEFAULT_NUM_CROPS}; all for a list).")]

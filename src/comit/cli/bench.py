@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .names import ATTENTION_MODES, SECTIONS
+from ..bench.names import ATTENTION_MODES, SECTIONS
+from .support import friendly_errors
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -37,6 +38,7 @@ TrainConfigs = Annotated[str, typer.Option("--train-configs", help="Training con
 Threads = Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default).")]
 
 
+@friendly_errors
 def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 1, repeats: Repeats = 3,
           warmup: Warmup = 0, precision: Precision = "fp32", compile: Compile = False, geometry: Geometry = "auto",
           attention: Attention = ",".join(ATTENTION_MODES), sections: Sections = ",".join(SECTIONS),
@@ -45,8 +47,8 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
     """Benchmark on random weights: peak, forward, tokenize, detokenize, fast paths, training step."""
     import torch
 
-    from .setup import BenchSettings
-    from .suite import run_benchmark, write_results
+    from ..bench.setup import BenchSettings
+    from ..bench.suite import run_benchmark, write_results
 
     settings = BenchSettings(size=size, device=device, batch=batch, repeats=repeats, warmup=warmup,
                              precision=precision, compile=compile, geometry=geometry, attention=_names(attention),
@@ -61,3 +63,7 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
         torch.set_num_threads(previous_threads)
     json_path, md_path = write_results(result, out)
     typer.echo(f"wrote {json_path} and {md_path} ({result['wall_s']:.0f} s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="bench")(bench)

@@ -1,9 +1,7 @@
 """``comit eval ...``: thin typer wrappers over the evaluation functions.
 
 Each command loads the model and data, calls one ``evaluate_*`` function (the same ones Python
-callers use), and writes ``OUT/results.json``, ``OUT/results.md`` and PNG plots. The helpers
-shared with the main CLI (one-line errors, model loading, order parsing) are imported from
-``comit.cli`` when a command runs, so importing this module never imports the CLI.
+callers use), and writes ``OUT/results.json``, ``OUT/results.md`` and PNG plots.
 """
 
 from __future__ import annotations
@@ -15,13 +13,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..cli_support import friendly_errors, load_model, parse_order, resolved_num_crops
-from ..cli_options import (ADAPTIVE, ORDER_NAMES, RASTER_SCAN, BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
-                           GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, NumCropsOption as NumCropsOpt,
-                           OrderOption as OrderOpt, SolverOption as SolverOpt, StepsOption as StepsOpt)
+from .options import (ADAPTIVE, ORDER_NAMES, RASTER_SCAN, BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
+                      GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, NumCropsOption as NumCropsOpt,
+                      OrderOption as OrderOpt, SolverOption as SolverOpt, StepsOption as StepsOpt)
+from .support import friendly_errors, load_model, parse_order, resolved_num_crops
 
 eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Measure reconstruction, probes, token-object alignment and crop-budget curves.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(eval_app, name="eval")
+
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:key=value,...' or an image folder.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
@@ -70,7 +73,7 @@ def _model(name: str, device: str):
 
 
 def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batch_size):
-    from .common import EvalSettings
+    from ..eval.common import EvalSettings
 
     order_value = parse_order(order)
     return EvalSettings(order=order_value, num_crops=resolved_num_crops(order_value, num_crops), global_crop=global_crop, steps=steps, cfg=cfg,
@@ -78,8 +81,8 @@ def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batc
 
 
 def _align_settings(layer, times, heads, direction, q):
-    from .common import parse_numbers
-    from .run_align import AlignSettings
+    from ..eval.common import parse_numbers
+    from ..eval.run_align import AlignSettings
 
     return AlignSettings(layer=layer, times=parse_numbers(times, float, "--times"),
                          heads=int(heads) if heads.lstrip("-").isdigit() else heads, direction=direction,
@@ -87,7 +90,7 @@ def _align_settings(layer, times, heads, direction, q):
 
 
 def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed):
-    from .run_probe import ProbeSettings
+    from ..eval.run_probe import ProbeSettings
 
     names = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None
     return ProbeSettings(tasks=names, input=probe_input, epochs=epochs, patience=patience,
@@ -95,7 +98,7 @@ def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed):
 
 
 def _finish(ctx: typer.Context, results: dict, model: str, data: str, device, started: float) -> dict:
-    from .report import provenance
+    from ..eval.report import provenance
 
     return {"model": model, "data": data, **results,
             "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
@@ -130,8 +133,8 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
           device: DeviceOpt = "auto"):
     """PSNR, SSIM, rFID and codebook usage of reconstructions."""
-    from .common import load_dataset
-    from .run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
+    from ..eval.common import load_dataset
+    from ..eval.run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
 
     started = time.perf_counter()
     net = _model(model, device)
@@ -153,8 +156,8 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
           q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Token-object alignment: best-token IoU of top-Q attention maps with object masks."""
-    from .common import load_dataset
-    from .run_align import evaluate_alignment, write_align_report
+    from ..eval.common import load_dataset
+    from ..eval.run_align import evaluate_alignment, write_align_report
 
     started = time.perf_counter()
     net = _model(model, device)
@@ -179,7 +182,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
           holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Attention probes on frozen messages: semantic, compositional, relational (shapes) or classes."""
-    from .run_probe import evaluate_probes, probe_datasets, write_probe_report
+    from ..eval.run_probe import evaluate_probes, probe_datasets, write_probe_report
 
     started = time.perf_counter()
     net = _model(model, device)
@@ -207,9 +210,9 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
           holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Every metric against the number of crops, per order, with and without the global crop."""
-    from .common import load_dataset, parse_numbers
-    from .run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
-    from .run_probe import probe_datasets
+    from ..eval.common import load_dataset, parse_numbers
+    from ..eval.run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
+    from ..eval.run_probe import probe_datasets
 
     started = time.perf_counter()
     net = _model(model, device)
@@ -262,6 +265,8 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
     With the default sizes, about 5 minutes for the bundled model on a 2-core CPU; `-n 0
     --num-train 0 --crop-images 0 --crop-counts all` evaluates everything (hours on a CPU).
     """
+    from ..eval.run_suite import write_suite_report
+
     started = time.perf_counter()
     common = dict(model=model, data=data, num_images=num_images, seed=seed, batch_size=batch_size, device=device)
     policy = dict(order=order, num_crops=num_crops, global_crop=global_crop)
@@ -277,35 +282,10 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
     for name, run in runs.items():
         run(out / name)
         parts[name] = json.loads((out / name / "results.json").read_text())
-    write_suite_report(ctx, out, parts, model, data, started)
+    results = write_suite_report(out, parts, model, data, time.perf_counter() - started, _command_line(ctx))
+    typer.echo(f"suite done in {results['run']['wall_time_s']:.0f} s: {out / 'results.md'}")
 
 
 def _has_class_folders(data: str) -> bool:
     root = Path(data)
     return root.is_dir() and any(child.is_dir() and not child.name.startswith(".") for child in root.iterdir())
-
-
-def write_suite_report(ctx: typer.Context, out: Path, parts: dict, model: str, data: str, started: float) -> None:
-    """OUT/results.json and results.md: each part's headline numbers, time and a link to its report."""
-    from .report import markdown_report, markdown_table, provenance, write_results
-
-    headline = {"recon": ["psnr", "ssim", "rfid", "codebook_perplexity"],
-                "align": ["miou_image", "miou_object", "random_miou_image", "random_miou_object"]}
-    rows = []
-    for name, part in parts.items():
-        metrics = part.get("metrics", {})
-        if name == "crops":
-            values = {"points": len(part["rows"]), "metrics": ", ".join(metrics)}
-        else:
-            values = {k: metrics[k] for k in headline.get(name, metrics) if k in metrics}
-        rows += [{"part": f"[{name}]({name}/results.md)", "metric": k, "value": v} for k, v in values.items()]
-        rows.append({"part": f"[{name}]({name}/results.md)", "metric": "wall time (s)",
-                     "value": part["run"]["wall_time_s"]})
-    device = parts["recon"]["run"]["device"]
-    results = {"model": model, "data": data,
-               "parts": {k: p["metrics"] for k, p in parts.items() if k != "crops"}, "settings": {"parts": list(parts)},
-               "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
-    markdown = markdown_report("Evaluation suite", results, [("Headline numbers", markdown_table(
-        rows, ["part", "metric", "value"]))])
-    write_results(out, results, markdown)
-    typer.echo(f"suite done in {results['run']['wall_time_s']:.0f} s: {out / 'results.md'}")

@@ -105,3 +105,23 @@ def test_no_import_cycle():
 
 def test_a_cycle_is_found():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# ---------------------------------------------------------------------- the command line's layering
+SHARED = {"comit.cli", "comit.cli.app", "comit.cli.options", "comit.cli.support", "comit.cli.__main__"}
+
+
+def test_command_groups_import_none_of_each_other():
+    graph = import_graph()
+    groups = {name for name in graph if name.startswith("comit.cli.")} - SHARED
+    assert {"comit.cli.tokens", "comit.cli.eval", "comit.cli.viz", "comit.cli.train"} <= groups
+    for group in sorted(groups):
+        assert not graph[group] & (groups | {"comit.cli", "comit.cli.app"}), group
+
+
+def test_the_library_never_imports_the_command_line():
+    """Data flows one way, library -> command line; only entry points (``__main__``) start the app."""
+    for name, targets in sorted(import_graph().items()):
+        if name == "comit.cli" or name.startswith("comit.cli.") or name.endswith(".__main__"):
+            continue
+        assert not {t for t in targets if t == "comit.cli" or t.startswith("comit.cli.")}, name

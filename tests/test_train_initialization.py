@@ -118,3 +118,14 @@ def test_fine_tuning_may_move_local_crops_to_their_places(tmp_path):
                                              "model.crop_patch_positions=absolute"]))
     assert tuned.config.crop_patch_positions == "absolute"
     assert tuned.predictor.crop_patch_positions == "absolute"
+
+
+def test_fine_tuning_may_make_writes_local(tmp_path):
+    """Which tokens a write keeps holds no weights: a paper-write model fine-tunes into a local-write
+    one (shapes-latent-write on shapes-latent-gpu) with every weight carried over."""
+    source = build_model(load_config("tiny"))
+    source.save_pretrained(tmp_path / "saved")
+    tuned = build_model(load_config("tiny", [f"init.weights={tmp_path / 'saved'}", "model.message_write=local"]))
+    assert tuned.config.message_write == "local"
+    for (name, before), after in zip(source.predictor.state_dict().items(), tuned.predictor.state_dict().values()):
+        assert torch.equal(before, after), name

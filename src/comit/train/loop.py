@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import build_dataset, save_image
-from ..devices import describe_device
+from ..devices import describe_device, resolve_device
 from ..progress import progress
 from ..model.autoencoders import SDVAE
 from ..atomic import atomic_write
@@ -70,7 +70,7 @@ def init_process(device: str) -> Process:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto").type
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"loop.device={device} but no CUDA device is available; use device=cpu")

@@ -14,6 +14,7 @@ from .support import friendly_errors
 def register(app: typer.Typer) -> None:
     app.command(context_settings={"allow_extra_args": False})(train)
     app.command(name="train-autoencoder")(train_autoencoder)
+    app.command(name="cache-latents")(cache_latents)
 
 
 @friendly_errors
@@ -62,3 +63,18 @@ def train_autoencoder(
     result = run(config, out)
     typer.echo(f"autoencoder: {result.directory}  val PSNR {result.val_psnr:.2f} dB on {result.val_images} images, "
                f"{result.wall_time_s / 60:.1f} min")
+
+
+@friendly_errors
+def cache_latents(
+        args: Annotated[Optional[list[str]], typer.Argument(
+            help="[CONFIG] [key=value ...]: the training config whose data and autoencoder to cache.")] = None,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder (then train with data.latent_cache=OUT).")] = Path("latents"),
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images encoded at once.")] = 32,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+        num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="DataLoader workers.")] = 0):
+    """Encode a training set's images and grid crops once (autoencoder mean and std); re-running resumes."""
+    from ..train.cli import cache_latents as run
+
+    index = run(args or [], out, batch_size, device, num_workers)
+    typer.echo(f"latent cache: {index.parent}  (train with data.latent_cache={index.parent})")

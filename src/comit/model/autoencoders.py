@@ -97,6 +97,13 @@ class SDVAE(nn.Module):
         latents = posterior.sample(generator=generator) if self.sample_posterior else posterior.mean
         return latents.float().contiguous() * self.scaling_factor
 
+    def moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scaled posterior's mean and standard deviation (std zero when the posterior is not sampled)."""
+        posterior = self.vae.encode(self._layout(images.to(self.vae.dtype))).latent_dist
+        mean = posterior.mean.float().contiguous() * self.scaling_factor
+        std = posterior.std.float().contiguous() * self.scaling_factor if self.sample_posterior else torch.zeros_like(mean)
+        return mean, std
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         latents = self._layout((latents / self.scaling_factor).to(self.vae.dtype))
         return self.vae.decode(latents).sample.float().contiguous()
@@ -120,6 +127,15 @@ def encode(autoencoder: Autoencoder, images: torch.Tensor, generator: torch.Gene
     if generator is not None and _accepts_generator(autoencoder):
         return autoencoder.encode(images, generator=generator)
     return autoencoder.encode(images)
+
+
+def encode_moments(autoencoder: Autoencoder, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian an encoding is drawn from, as (mean, std): ``mean + std * noise`` is a fresh
+    encoding. Deterministic autoencoders give std zero."""
+    if hasattr(autoencoder, "moments"):
+        return autoencoder.moments(images)
+    mean = autoencoder.encode(images).float()
+    return mean, torch.zeros_like(mean)
 
 
 def _accepts_generator(autoencoder: Autoencoder) -> bool:

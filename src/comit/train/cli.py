@@ -40,3 +40,28 @@ def run_training(args: list[str], out: Path | None, resume: bool, push_to_hub: s
 
             print(f"pushed to {push_to_hub}: {push_folder(model_dir, push_to_hub)}", flush=True)
     return model_dir
+
+
+def cache_latents(args: list[str], out: Path, batch_size: int, device: str, num_workers: int) -> Path:
+    """Encode a config's training set (whole images and grid crops) into a latent cache at ``out``."""
+    import torch
+
+    from ..data import build_dataset
+    from ..devices import resolve_device
+    from ..model.comit import build_autoencoder
+    from ..model.crops import CropGrid
+    from .config import load_config
+    from .latent_cache import cache_identity, write_latent_cache
+    from .loop import training_autoencoder
+
+    config_name, overrides = split_arguments(args)
+    config = load_config(config_name, overrides)
+    where = resolve_device(device)
+    autoencoder = training_autoencoder(config) or build_autoencoder(config.model.autoencoder)
+    if isinstance(autoencoder, torch.nn.Module):
+        autoencoder.to(where).eval()
+    model = config.model
+    dataset = build_dataset(config.data.dataset, model.image_size, split="train")
+    grid = CropGrid(model.image_size, model.crop_size, model.grid_size)
+    return write_latent_cache(autoencoder, grid, dataset, cache_identity(config, len(dataset)), out,
+                              batch_size=batch_size, num_workers=num_workers, device=where)

@@ -36,11 +36,15 @@ class DataConfig(_Section):
         (recursive; ``root/train`` is used when it exists — the ImageNet layout).
     flip: random horizontal flips (folders only; mirroring would break the shapes relations).
     num_workers: DataLoader worker processes (0: load in the training process).
+    latent_cache: a folder written by ``comit cache-latents`` for this config: the autoencoder's
+        Gaussians of every image and grid crop, so steps draw latents instead of encoding
+        (``train/latent_cache.py``). Not with flips, random crop positions or the conveyor.
     """
 
     dataset: str = "shapes"
     flip: bool = False
     num_workers: int = Field(0, ge=0)
+    latent_cache: str | None = None
     val_dataset: str | None = None  # images for the periodic sample grids; default: the val split
 
 
@@ -281,7 +285,19 @@ class TrainConfig(_Section):
         if self.model.attention != "hard":
             raise ValueError("training uses attention: hard (the intended mask); 'released' exists only to "
                              "reproduce the released checkpoints")
+        self._check_latent_cache()
         return self
+
+    def _check_latent_cache(self) -> None:
+        """A cache holds the unflipped image and its grid crops, and the conveyor encodes its own."""
+        if self.data.latent_cache is None:
+            return
+        refused = [reason for reason, present in (
+            ("data.flip (the cached crops are unflipped)", self.data.flip),
+            ("step.crop_positions=random (only grid crops are cached)", self.step.crop_positions == "random"),
+            ("step.conveyor (it keeps its own latents)", self.step.conveyor)) if present]
+        if refused:
+            raise ValueError(f"data.latent_cache cannot serve {refused[0]}; drop the cache or that setting")
 
     def max_crops_available(self) -> int:
         return crops_available(self.model.grid_size ** 2, self.step.global_first_p)

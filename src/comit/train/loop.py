@@ -28,7 +28,7 @@ from torch import nn
 from ..data import build_dataset, save_image
 from ..devices import describe_device, resolve_device
 from ..progress import progress
-from ..model.autoencoders import SDVAE
+from ..model.autoencoders import SDVAE, Autoencoder
 from ..atomic import atomic_write
 from ..model.comit import COMiT
 from ..model.conv_autoencoder import ConvAutoencoder
@@ -40,6 +40,7 @@ from .run_log import VAL_FILE, RunLog, append_line
 from .initialization import initialize_message_stream, start_from_weights
 from .step import TrainingStep
 from ..teachers import build_teacher
+from .latent_cache import CachedLatents, with_cached_latents
 from .validation import validate
 
 CONFIG_FILE = "config.yaml"
@@ -113,28 +114,35 @@ def ema_decay(step: int, decay: float) -> float:
 
 
 def build_model(config: TrainConfig) -> COMiT:
-    """A fresh model; the SD-VAE gets its pretrained weights from the hub (or the local cache), the
-    conv autoencoder from ``model.autoencoder.path``."""
-    autoencoder = None
-    if config.model.autoencoder.kind == "sd-vae":
-        autoencoder = SDVAE.from_hub(config.model.autoencoder.model_type, hub_id=config.model.autoencoder.hub_id,
-                                     sample_posterior=config.model.autoencoder.sample_posterior)
-    elif config.model.autoencoder.kind == "conv":
-        if config.model.autoencoder.path is None:
-            raise ConfigError("model.autoencoder.kind=conv needs path: 'bundled' or a folder written by "
-                              "comit train-autoencoder (its trained weights)")
-        autoencoder = ConvAutoencoder.from_pretrained(config.model.autoencoder.path)
-        if autoencoder.config != config.model.autoencoder.conv:
-            raise ConfigError(f"model.autoencoder.conv does not describe the autoencoder in "
-                              f"{config.model.autoencoder.path}; drop model.autoencoder.conv to read it from there")
-    elif config.model.autoencoder.kind == "custom":
-        raise ConfigError("model.autoencoder.kind=custom cannot be trained from a config; use pixel or sd-vae")
+    """A fresh model with the config's trained autoencoder (:func:`training_autoencoder`)."""
+    autoencoder = training_autoencoder(config)
     model = COMiT(config.model, autoencoder=autoencoder)
     if config.init.weights is not None:
         start_from_weights(model.predictor, config.model, config.init.weights)
     else:
         initialize_message_stream(model.predictor, config.init)
     return model
+
+
+def training_autoencoder(config: TrainConfig) -> Autoencoder | None:
+    """The SD-VAE with its pretrained weights from the hub (or the local cache), the conv
+    autoencoder from ``model.autoencoder.path``; None for the pixel space (no weights)."""
+    autoencoder = config.model.autoencoder
+    if autoencoder.kind == "sd-vae":
+        return SDVAE.from_hub(autoencoder.model_type, hub_id=autoencoder.hub_id,
+                              sample_posterior=autoencoder.sample_posterior)
+    if autoencoder.kind == "conv":
+        if autoencoder.path is None:
+            raise ConfigError("model.autoencoder.kind=conv needs path: 'bundled' or a folder written by "
+                              "comit train-autoencoder (its trained weights)")
+        conv = ConvAutoencoder.from_pretrained(autoencoder.path)
+        if conv.config != autoencoder.conv:
+            raise ConfigError(f"model.autoencoder.conv does not describe the autoencoder in "
+                              f"{autoencoder.path}; drop model.autoencoder.conv to read it from there")
+        return conv
+    if autoencoder.kind == "custom":
+        raise ConfigError("model.autoencoder.kind=custom cannot be trained from a config; use pixel or sd-vae")
+    return None
 
 
 # ---------------------------------------------------------------------- the run
@@ -222,8 +230,8 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.config
         # The data is checked before the run folder is touched: a bad dataset leaves nothing behind.
-        dataset = build_dataset(cfg.data.dataset, cfg.model.image_size, split="train",
-                                **({"flip": True} if cfg.data.flip else {}))
+        dataset = with_cached_latents(build_dataset(cfg.data.dataset, cfg.model.image_size, split="train",
+                                                    **({"flip": True} if cfg.data.flip else {})), cfg)
         if self.process.is_main:
             self.prepare_output()
         batches = StepBatches(len(dataset), cfg.optim.batch_size, cfg.optim.grad_accum, self.process.rank,
@@ -270,12 +278,14 @@ class Trainer:
         totals: dict[str, float] = {}
         global_only = step < cfg.step.global_warmup_steps
         for micro in range(cfg.optim.grad_accum):
-            images = next(loader)["image"].to(self.process.device, non_blocking=True)
+            batch = next(loader)
+            images = batch["image"].to(self.process.device, non_blocking=True)
+            latents = CachedLatents.from_batch(batch, self.process.device) if cfg.data.latent_cache else None
             teacher = self.teacher(images) if self.teacher is not None else None
             last = micro + 1 == cfg.optim.grad_accum
             sync = self.forward.no_sync() if self.process.distributed and not last else _nothing()
             with sync, torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                result = self.forward(images, teacher, global_only=global_only)
+                result = self.forward(images, teacher, global_only=global_only, latents=latents)
                 (result.loss / cfg.optim.grad_accum).backward()
             for name, value in {"loss": result.loss, **result.terms}.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach()) / cfg.optim.grad_accum

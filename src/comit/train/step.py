@@ -33,6 +33,7 @@ from ..model.crops import cut_boxes, step_offsets
 from .config import StepConfig
 from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
 from .conveyor import Conveyor, conveyor_sequences
+from .latent_cache import CachedLatents
 from .sequences import CropSequences, PendingWrite, crops_available, sample_sequences
 from ..teachers import TeacherFeatures, resample_patches
 
@@ -84,12 +85,15 @@ class TrainingStep(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor, teacher: TeacherFeatures | None = None,
-                global_only: bool = False) -> StepResult:
-        """One step's loss; ``global_only``: every sequence is the global crop alone (the warm-up)."""
+                global_only: bool = False, latents: CachedLatents | None = None) -> StepResult:
+        """One step's loss; ``global_only``: every sequence is the global crop alone (the warm-up);
+        ``latents``: the images' cached autoencoder Gaussians (``data.latent_cache``), else they are encoded."""
         model, cfg = self.model, self.config
+        if latents is not None and self.conveyor is not None:
+            raise ValueError("the conveyor keeps its own latents; train from a latent cache without step.conveyor")
         # 1-2. The crop sequences and the messages written so far, then the write that carries gradient.
         if self.conveyor is None:
-            pending = self.write_prefix(images, teacher, global_only)
+            pending = self.write_prefix(images, teacher, global_only, latents)
         else:
             length, global_first_p = (1, 1.0) if global_only else (self.max_crops, cfg.global_first_p)
             self.conveyor.admit(model, images, teacher, conveyor_sequences(
@@ -97,7 +101,7 @@ class TrainingStep(nn.Module):
             slots, pending = self.conveyor.pending(teacher is not None)
         images, x1, crops, teacher = pending.images, pending.latents, pending.crops, pending.teacher
         batch = images.shape[0]
-        messages, raw = self.observe(images, crops, crops.last(), pending.messages)
+        messages, raw = self.observe(images, crops, crops.last(), pending.messages, latents=latents)
         if self.conveyor is not None:
             self.conveyor.advance(slots, messages)
         written = messages
@@ -144,13 +148,14 @@ class TrainingStep(nn.Module):
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)
 
-    def write_prefix(self, images: torch.Tensor, teacher: TeacherFeatures | None, global_only: bool) -> PendingWrite:
+    def write_prefix(self, images: torch.Tensor, teacher: TeacherFeatures | None, global_only: bool,
+                     latents: CachedLatents | None = None) -> PendingWrite:
         """Draw each image's K crops and write the first K - 1 from m0, without gradient unless
         ``backprop_updates=all``; ``global_only``: every sequence is the global crop alone."""
         model, cfg = self.model, self.config
         batch = images.shape[0]
         with torch.no_grad():
-            x1 = encode(model.vae, images)
+            x1 = encode(model.vae, images) if latents is None else latents.full()
         fewest, most, global_first_p = (1, 1, 1.0) if global_only else \
             (cfg.min_crops, self.max_crops, cfg.global_first_p)
         crops = sample_sequences(batch, model.crops, fewest, most, global_first_p, cfg.crop_positions)
@@ -158,11 +163,13 @@ class TrainingStep(nn.Module):
         with torch.no_grad() if cfg.backprop_updates == "last" else nullcontext():
             for step in range(crops.length - 1):
                 column = torch.full((batch,), step)
-                messages, _ = self.observe(images, crops, column, messages, select=column < crops.last())
+                messages, _ = self.observe(images, crops, column, messages, select=column < crops.last(),
+                                           latents=latents)
         return PendingWrite(images=images, latents=x1, crops=crops, messages=messages, teacher=teacher)
 
     def observe(self, images: torch.Tensor, crops: CropSequences, column: torch.Tensor, messages: torch.Tensor,
-                select: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                select: torch.Tensor | None = None,
+                latents: CachedLatents | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the message of each selected image with its crop number ``column[b]``; returns
         the new messages and the raw (pre-FSQ) values written (zeros where not selected).
 
@@ -177,15 +184,27 @@ class TrainingStep(nn.Module):
         raw = torch.zeros_like(messages)
         for crop_size in size[select].unique().tolist():
             group = select & (size == crop_size)
-            pixels = cut_boxes(images[group.to(images.device)], top[group], left[group], crop_size)
             with torch.no_grad():
-                latents = encode(self.model.vae, pixels)
+                crop_latents = self.crop_latents(images, top, left, group, crop_size, latents)
             on_device = group.to(images.device)
             box = torch.stack([top[group], left[group], size[group]]).to(images.device)
-            write = self.model.write(latents, messages[on_device], offset[on_device], location[on_device], box)
+            write = self.model.write(crop_latents, messages[on_device], offset[on_device], location[on_device], box)
             raw[on_device] = write.raw
             updated[on_device] = write.codes
         return updated, raw
+
+    def crop_latents(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, group: torch.Tensor,
+                     crop_size: int, cached: CachedLatents | None) -> torch.Tensor:
+        """The latents of the ``group`` images' crops (all ``crop_size``): encoded, or drawn from the cache."""
+        if cached is None:
+            pixels = cut_boxes(images[group.to(images.device)], top[group], left[group], crop_size)
+            return encode(self.model.vae, pixels)
+        rows = group.nonzero().flatten().to(images.device)
+        if crop_size == self.model.config.image_size:
+            return cached.full(rows)
+        grid = self.model.crops
+        cells = (top[group] // grid.stride) * grid.grid_size + left[group] // grid.stride
+        return cached.crops(rows, cells.to(images.device))
 
     def flow_weights(self, crops: CropSequences, conditional: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         """[B, 1, h, w]: 1 where a crop of the sequence showed the latent cell (or the sample decodes

@@ -30,6 +30,7 @@ from ..devices import resolve_device
 from ..atomic import atomic_write
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
+from ..train.step import LOSS_TERMS
 from .config import ExperimentConfig
 
 if TYPE_CHECKING:
@@ -188,13 +189,14 @@ def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
 
 
 def _final_losses(run_dir: Path) -> dict:
-    """The last logged loss terms (metrics.jsonl), for the report."""
+    """The last logged loss and its terms (metrics.jsonl), for the report; the terms are the ones
+    a training step can produce (``LOSS_TERMS``), so a new term needs no change here."""
     path = run_dir / "metrics.jsonl"
     lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     if not lines:
         return {}
     last = json.loads(lines[-1])
-    return {k: last[k] for k in ("step", "loss", "fm", "repa", "srepa") if k in last}
+    return {k: last[k] for k in ("step", "loss", *LOSS_TERMS) if k in last}
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -186,29 +186,29 @@ def test_recon_with_a_custom_feature_extractor_and_without_inception(tiny_model,
     dataset = load_dataset("shapes", 64, num_images=4)
     settings = EvalSettings(order="raster_scan", num_crops=2, steps=1, progress=False)
     custom = evaluate_reconstruction(tiny_model, dataset, settings, fid_features=_extractor())
-    assert custom["metrics"]["rfid"] > 0 and custom["settings"]["fid_features"] == "custom Sequential"
-    assert any("not comparable with published" in note for note in custom["notes"])
+    assert custom.metrics["rfid"] > 0 and custom.settings["fid_features"] == "custom Sequential"
+    assert any("not comparable with published" in note for note in custom.notes)
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as on machines without it
     standard = evaluate_reconstruction(tiny_model, dataset, settings, fid_features="inception")
-    assert standard["metrics"]["rfid"] is None
-    assert "pip install 'comit[fid]'" in standard["notes"][0]
-    assert standard["metrics"]["psnr"] == custom["metrics"]["psnr"]  # the rest is still reported
+    assert standard.metrics["rfid"] is None
+    assert "pip install 'comit[fid]'" in standard.notes[0]
+    assert standard.metrics["psnr"] == custom.metrics["psnr"]  # the rest is still reported
 
 
 def test_crop_curves_score_what_recon_scores(tiny_model):
     dataset = load_dataset("shapes", 64, num_images=3)
     settings = EvalSettings(order="random", num_crops=3, steps=1, cfg=1.0, progress=False, seed=3)
-    recon = evaluate_reconstruction(tiny_model, dataset, settings, fid_features=None)["metrics"]
+    recon = evaluate_reconstruction(tiny_model, dataset, settings, fid_features=None).metrics
     curves = evaluate_crop_curves(tiny_model, dataset, settings, CurveSettings(orders=["random"], global_crop=[False],
                                                                                crop_counts=[3], metrics=["recon"]))
-    row = curves["rows"][0]
+    row = curves.rows[0]
     assert row["psnr"] == pytest.approx(recon["psnr"], abs=1e-9) and row["ssim"] == pytest.approx(recon["ssim"])
 
 
 def test_alignment_rewards_maps_that_cover_the_objects(tiny_model, monkeypatch):
     dataset = load_dataset("shapes", 64, num_images=6)
     settings, align = EvalSettings(num_crops=1, progress=False), AlignSettings(qs=(5, 10))
-    model_scores = evaluate_alignment(tiny_model, dataset, settings, align)["metrics"]
+    model_scores = evaluate_alignment(tiny_model, dataset, settings, align).metrics
 
     def oracle(images, tokens, **kwargs):
         """Token k looks at object k of each image (the ground truth, on the 16x16 patch grid)."""
@@ -221,7 +221,7 @@ def test_alignment_rewards_maps_that_cover_the_objects(tiny_model, monkeypatch):
 
     oracle.offset = 0
     monkeypatch.setattr(tiny_model, "attention_maps", oracle)
-    perfect = evaluate_alignment(tiny_model, dataset, settings, align)["metrics"]
+    perfect = evaluate_alignment(tiny_model, dataset, settings, align).metrics
     assert perfect["miou_object"] > perfect["random_miou_object"] + 0.2
     assert perfect["miou_object"] > model_scores["miou_object"]
     assert perfect["random_miou_object"] == model_scores["random_miou_object"]  # same seeded floor
@@ -248,7 +248,7 @@ def test_crop_counts_beyond_the_grid(tiny_model):
     curves = evaluate_crop_curves(tiny_model, dataset, settings, CurveSettings(
         orders=["raster_scan"], crop_counts=[9, 10], metrics=["recon"]))
     # 10 crops exist only with the global crop (9 local + 1).
-    assert [(r["policy"], r["num_crops"]) for r in curves["rows"]] == [
+    assert [(r["policy"], r["num_crops"]) for r in curves.rows] == [
         ("raster_scan", 9), ("raster_scan+global", 9), ("raster_scan+global", 10)]
     with pytest.raises(ValueError, match="no crop count in \\[11\\] is possible"):
         evaluate_crop_curves(tiny_model, dataset, settings, CurveSettings(crop_counts=[11], metrics=["recon"]))

@@ -49,13 +49,31 @@ def test_verdicts(estimate, expected):
 
 
 def test_collapsed_units_are_those_whose_messages_never_vary():
+    from comit.eval.run_probe import ProbeResult
+    from comit.eval.run_recon import ReconResult
     from comit.experiments.aggregate import collapsed_units
     from comit.experiments.runner import Unit
 
     def recon(distinct):
-        return {"metrics": {"per_position_distinct_mean": distinct}}
+        return ReconResult(metrics={"per_position_distinct_mean": distinct})
 
-    parts = {Unit("L", 0): {"recon-global": recon(1.0), "recon-all": recon(1.0), "probe": {"metrics": {}}},
+    probe = ProbeResult(metrics={}, rows=[], history=[])
+    parts = {Unit("L", 0): {"recon-global": recon(1.0), "recon-all": recon(1.0), "probe": probe},
              Unit("L", 1): {"recon-global": recon(1.0), "recon-all": recon(3.5)},
-             Unit("G", 0): {"probe": {"metrics": {}}}}
+             Unit("G", 0): {"probe": probe}}
     assert collapsed_units(parts) == [Unit("L", 0)]
+
+
+def test_a_units_final_losses_hold_every_logged_term(tmp_path):
+    """The runner keeps every term of LOSS_TERMS that training logged (saturation included), and
+    the report's Units table shows the terms some unit logged."""
+    import json
+
+    from comit.experiments.report import _logged_terms
+    from comit.experiments.runner import _final_losses
+
+    logged = {"step": 5, "loss": 0.4, "fm": 0.3, "saturation": 0.1, "lr": 1e-4}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1}) + "\n" + json.dumps(logged) + "\n")
+    final = _final_losses(tmp_path)
+    assert final == {"step": 5, "loss": 0.4, "fm": 0.3, "saturation": 0.1}
+    assert _logged_terms([final, {"fm": 0.2, "repa": -0.5}]) == ["fm", "repa", "saturation"]

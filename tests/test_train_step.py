@@ -412,3 +412,14 @@ def test_conveyor_needs_its_batch_and_refuses_unrolling():
         TrainingStep(COMiT(tiny_config()), StepConfig(conveyor=True))
     with pytest.raises(ConfigError, match="conveyor.*backprop_updates=all"):
         load_config("tiny", ["step.conveyor=true", "step.backprop_updates=all"])
+
+
+def test_every_loss_term_is_declared_and_weighted():
+    """LOSS_TERMS is the one list of terms (experiment reports read it): every term a step can
+    produce is in it, and each has its weight."""
+    from comit.train.step import LOSS_TERMS
+
+    step = _step(StepConfig(saturation_weight=0.3, readout_weight=1.0), teacher_dim=12)
+    assert tuple(step.term_weights()) == LOSS_TERMS
+    teacher = TeacherFeatures(patches=torch.randn(2, 64, 12), global_=torch.randn(2, 12))
+    assert set(step(torch.rand(2, 3, 64, 64) * 2 - 1, teacher).terms) == set(LOSS_TERMS)

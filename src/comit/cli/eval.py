@@ -6,10 +6,9 @@ callers use), and writes ``OUT/results.json``, ``OUT/results.md`` and PNG plots.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -17,6 +16,9 @@ from .options import (ADAPTIVE, ORDER_NAMES, RASTER_SCAN, BatchOption as BatchOp
                       GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, NumCropsOption as NumCropsOpt,
                       OrderOption as OrderOpt, SolverOption as SolverOpt, StepsOption as StepsOpt)
 from .support import friendly_errors, load_model, parse_order, resolved_num_crops
+
+if TYPE_CHECKING:
+    from ..eval.results import EvalResult
 
 eval_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                        help="Measure reconstruction, probes, token-object alignment and crop-budget curves.")
@@ -97,11 +99,10 @@ def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed):
                          holdout_fraction=holdout, seed=seed)
 
 
-def _finish(ctx: typer.Context, results: dict, model: str, data: str, device, started: float) -> dict:
+def _finish(ctx: typer.Context, results: EvalResult, model: str, data: str, device, started: float) -> EvalResult:
     from ..eval.report import provenance
 
-    return {"model": model, "data": data, **results,
-            "run": provenance(device, time.perf_counter() - started, _command_line(ctx))}
+    return results.finished(model, data, provenance(device, time.perf_counter() - started, _command_line(ctx)))
 
 
 def _command_line(ctx: typer.Context) -> list[str]:
@@ -142,10 +143,11 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     dataset = load_dataset(data, net.config.image_size, split, _all_if_zero(num_images))
     results = _finish(ctx, evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
     write_recon_report(out, results, reconstruction_examples(net, dataset, settings))
-    m = results["metrics"]
+    m = results.metrics
     rfid = "n/a" if m["rfid"] is None else f"{m['rfid']:.3f}"
     _say(out, f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim'] if m['ssim'] is None else round(m['ssim'], 4)}, "
               f"rFID {rfid}, perplexity {m['codebook_perplexity']:.1f} over {m['num_images']} images")
+    return results
 
 
 @eval_app.command()
@@ -166,9 +168,10 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     align_settings = _align_settings(layer, times, heads, direction, q)
     results = _finish(ctx, evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
     write_align_report(out, results)
-    m = results["metrics"]
+    m = results.metrics
     _say(out, f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}), per object "
               f"{m['miou_object']:.4f} (random {m['random_miou_object']:.4f}) over {m['num_images']} images")
+    return results
 
 
 @eval_app.command()
@@ -193,8 +196,9 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     results = _finish(ctx, evaluate_probes(net, train, test, settings, probe_settings, classes), model, data,
                       net.device, started)
     write_probe_report(out, results)
-    scores = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in results["metrics"].items())
+    scores = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in results.metrics.items())
     _say(out, scores)
+    return results
 
 
 @eval_app.command()
@@ -234,7 +238,8 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
                                    _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed))
     results = _finish(ctx, results, model, data, net.device, started)
     write_crops_report(out, results)
-    _say(out, f"{len(results['rows'])} points ({', '.join(results['metrics'])})")
+    _say(out, f"{len(results.rows)} points ({', '.join(results.metrics)})")
+    return results
 
 
 def _global_modes(text: str) -> tuple[bool, ...]:
@@ -278,12 +283,10 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
         runs["probe"] = lambda o: probe(ctx, o, labels=labels, num_train=num_train, epochs=epochs, **common)
     runs["crops"] = lambda o: crops(ctx, o, masks=masks, labels=labels, num_train=num_train, crop_counts=crop_counts,
                                     epochs=epochs, **{**common, "num_images": crop_images}, **decoding)
-    parts = {}
-    for name, run in runs.items():
-        run(out / name)
-        parts[name] = json.loads((out / name / "results.json").read_text())
+    # Each part returns the result it wrote: the suite reports those numbers, not a re-read of the files.
+    parts = {name: run(out / name) for name, run in runs.items()}
     results = write_suite_report(out, parts, model, data, time.perf_counter() - started, _command_line(ctx))
-    typer.echo(f"suite done in {results['run']['wall_time_s']:.0f} s: {out / 'results.md'}")
+    typer.echo(f"suite done in {results.run['wall_time_s']:.0f} s: {out / 'results.md'}")
 
 
 def _has_class_folders(data: str) -> bool:

@@ -19,8 +19,30 @@ from torch.utils.data import Dataset
 from ..model.comit import COMiT
 from .alignment import AlignmentIoU
 from .common import ATTENTION_NOISE, EvalSettings, batches, image_generator, per_image_noise, tokenize_batch
+from .results import NUM_IMAGES, EvalResult, MetricSpec
 
 DEFAULT_QS = (10.0, 20.0, 30.0, 40.0, 50.0)
+
+# Every number ``evaluate_alignment`` reports, in its order; random maps give the floor to beat.
+ALIGN_METRICS = (
+    MetricSpec("miou_image", "token–object mIoU per image", floor="random_miou_image", headline=True, compared=True),
+    MetricSpec("miou_object", "token–object mIoU per object", floor="random_miou_object", headline=True,
+               compared=True),
+    MetricSpec("random_miou_image", "mIoU per image of random maps", higher_is_better=None, headline=True),
+    MetricSpec("random_miou_object", "mIoU per object of random maps", higher_is_better=None, headline=True),
+    NUM_IMAGES,
+    MetricSpec("num_objects", "objects", higher_is_better=None),
+)
+
+
+@dataclass(kw_only=True)
+class AlignResult(EvalResult):
+    """``eval align``'s numbers: ``metrics`` (the ``ALIGN_METRICS``, means over Q) and one
+    ``per_q`` row per top-Q percentage."""
+
+    BODY = ("metrics", "per_q")
+    metrics: dict[str, float | int]
+    per_q: list[dict[str, float]]
 
 
 @dataclass
@@ -40,13 +62,12 @@ class AlignSettings:
 
 
 def evaluate_alignment(model: COMiT, dataset: Dataset, settings: EvalSettings | None = None,
-                       align: AlignSettings | None = None) -> dict:
+                       align: AlignSettings | None = None) -> AlignResult:
     """Best-token IoU between attention maps and object masks over ``dataset``.
 
     Items need ``image``, ``masks`` (bool ``[K, S, S]``) and ``valid`` (``[K]``): the shapes data
-    and ``MaskFolderDataset`` provide them. Returns ``{"metrics", "per_q", "notes", "settings"}``
-    with ``miou_image`` (all objects of an image as one mask: the paper's protocol on salient-
-    object data), ``miou_object`` (each object on its own: fair on multi-object images) and the
+    and ``MaskFolderDataset`` provide them. The metrics hold ``miou_image`` (all objects of an
+    image as one mask: the paper's protocol on salient-object data), ``miou_object`` (each object on its own: fair on multi-object images) and the
     random-map floor of both.
     """
     settings, align = settings or EvalSettings(), align or AlignSettings()
@@ -67,8 +88,7 @@ def evaluate_alignment(model: COMiT, dataset: Dataset, settings: EvalSettings | 
                "num_images": scores["num_images"], "num_objects": scores["num_objects"]}
     skipped = len(dataset) - scores["num_images"]
     notes = [f"{skipped} images without a non-empty mask were skipped"] if skipped else []
-    return {"metrics": metrics, "per_q": per_q, "notes": notes,
-            "settings": {**settings.describe(), **align.describe()}}
+    return AlignResult(metrics=metrics, per_q=per_q, notes=notes, settings={**settings.describe(), **align.describe()})
 
 
 def attention_batch(model: COMiT, batch: dict, settings: EvalSettings, align: AlignSettings,
@@ -87,25 +107,26 @@ def random_maps(maps: torch.Tensor, positions: torch.Tensor, seed: int) -> torch
                         for p in positions])
 
 
-def write_align_report(out: Path, results: dict) -> None:
+def write_align_report(out: Path, results: AlignResult) -> None:
     """results.json, results.md and miou_vs_q.png (model and random floor against Q)."""
     from ..viz.plots import plot_curves
     from .report import markdown_report, markdown_table, write_results
 
     long = [{"q": r["q"], "score": f"{who}{kind}", "miou": r[f"{prefix}miou_{kind}"]}
-            for r in results["per_q"] for who, prefix in (("", ""), ("random ", "random_"))
+            for r in results.per_q for who, prefix in (("", ""), ("random ", "random_"))
             for kind in ("image", "object")]
     plot_curves(long, x="q", y="miou", hue="score", path=out / "miou_vs_q.png", xlabel="Q (% of pixels kept)",
                 ylabel="mean best-token IoU", title="Token–object alignment")
-    metrics = results["metrics"]
+    metrics = results.metrics
     headline = markdown_table([
         {"score": "per image (all objects as one mask)", "model": metrics["miou_image"],
          "random maps": metrics["random_miou_image"]},
         {"score": "per object (best token for each object)", "model": metrics["miou_object"],
          "random maps": metrics["random_miou_object"]}], ["score", "model", "random maps"])
     counts = f"{metrics['num_images']} images, {metrics['num_objects']} objects; mean over Q = " \
-             f"{', '.join(f'{q:g}' for q in results['settings']['qs'])} %."
-    per_q = markdown_table(results["per_q"], ["q", "miou_image", "miou_object", "random_miou_image",
+             f"{', '.join(f'{q:g}' for q in results.settings['qs'])} %."
+    per_q = markdown_table(results.per_q, ["q", "miou_image", "miou_object", "random_miou_image",
                                               "random_miou_object"])
     sections = [("Mean IoU", headline + "\n\n" + counts), ("Per Q", per_q + "\n\n![mIoU against Q](miou_vs_q.png)")]
-    write_results(out, results, markdown_report("Token–object alignment", results, sections))
+    data = results.to_json()
+    write_results(out, data, markdown_report("Token–object alignment", data, sections))

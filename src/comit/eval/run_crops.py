@@ -23,12 +23,25 @@ from ..model.policies import POLICY_NAMES
 from .alignment import AlignmentIoU
 from .common import EvalSettings, batches, crop_steps, decode_batch
 from .fid_features import build_fid, describe_features, resolve_features
+from .metrics import curve_metrics
+from .results import EvalResult
 from .run_align import AlignSettings, attention_batch
-from .run_probe import Messages, ProbeSettings, annotations, probe_policy, score_probe, tokenize_messages, \
-    train_probes
+from .run_probe import Messages, ProbeSettings, annotations, probe_metric_key, probe_policy, score_probe, \
+    tokenize_messages, train_probes
 from .run_recon import ReconMetrics
 
 METRIC_FAMILIES = ("recon", "align", "probe")
+POINT_KEYS = ("policy", "order", "global_crop", "num_crops")  # what names a point; the rest are metrics
+
+
+@dataclass(kw_only=True)
+class CurveResult(EvalResult):
+    """``eval crops``'s numbers: one ``rows`` entry per (policy, crop count) with the point's
+    metrics, and ``metrics``: the metric columns (those some point could measure)."""
+
+    BODY = ("rows", "metrics")
+    rows: list[dict]
+    metrics: list[str]
 
 
 @dataclass
@@ -86,13 +99,13 @@ class _Point:
 def evaluate_crop_curves(model: COMiT, dataset: Dataset, settings: EvalSettings | None = None,
                          curves: CurveSettings | None = None, fid_features: str | nn.Module | None = "none",
                          align: AlignSettings | None = None, probe_train: Dataset | None = None,
-                         probe: ProbeSettings | None = None, probe_settings: EvalSettings | None = None) -> dict:
+                         probe: ProbeSettings | None = None, probe_settings: EvalSettings | None = None
+                         ) -> CurveResult:
     """A table with one row per (policy, number of crops) and the metrics of each family.
 
     ``settings`` gives decoding, seed and batch size (its order / num_crops are replaced by the
     curves'); ``probe_train`` (images to train the probes on) enables the probe family, trained
-    under ``probe_settings`` (default: global crop only). Returns ``{"rows", "metrics": [the
-    metric columns], "notes", "settings"}``.
+    under ``probe_settings`` (default: global crop only).
     """
     settings, curves, align = settings or EvalSettings(), curves or CurveSettings(), align or AlignSettings()
     families = _families(curves, dataset, probe_train)
@@ -124,17 +137,22 @@ def evaluate_crop_curves(model: COMiT, dataset: Dataset, settings: EvalSettings 
         raise ValueError(f"no crop count in {list(curves.crop_counts)} is possible: the model has "
                          f"{model.crops.num_local} local crops (+1 with the global crop)")
     # A metric no point could measure (rFID without features) is left out, with its note.
-    columns = [c for c in rows[0] if c not in ("policy", "order", "global_crop", "num_crops")
-               and any(r.get(c) is not None for r in rows)]
-    rows = [{k: v for k, v in r.items() if k in columns or k in ("policy", "order", "global_crop", "num_crops")}
-            for r in rows]
-    return {"rows": rows, "metrics": columns, "notes": notes,
-            "settings": {**{k: v for k, v in settings.describe().items() if k not in ("order", "num_crops",
-                                                                                       "global_crop")},
-                         **curves.describe(), "families": families, "fid_features": described_features,
-                         "num_images": len(dataset), **({"train_images": len(probe_train)} if trained else {}),
-                         **(align.describe() if "align" in families else {}),
-                         **(probe.describe() if "probe" in families else {})}}
+    columns = [c for c in rows[0] if c not in POINT_KEYS and any(r.get(c) is not None for r in rows)]
+    rows = [{k: v for k, v in r.items() if k in columns or k in POINT_KEYS} for r in rows]
+    return CurveResult(rows=rows, metrics=columns, notes=notes,
+                       settings=_described(settings, curves, families, described_features, len(dataset),
+                                           len(probe_train) if trained else None, align, probe))
+
+
+def _described(settings: EvalSettings, curves: CurveSettings, families: list[str], fid_features: str,
+               num_images: int, train_images: int | None, align: AlignSettings, probe: ProbeSettings) -> dict:
+    """The settings a curve result records (the policy's own are the curves', not ``settings``')."""
+    policy_keys = ("order", "num_crops", "global_crop")
+    return {**{k: v for k, v in settings.describe().items() if k not in policy_keys},
+            **curves.describe(), "families": families, "fid_features": fid_features,
+            "num_images": num_images, **({"train_images": train_images} if train_images is not None else {}),
+            **(align.describe() if "align" in families else {}),
+            **(probe.describe() if "probe" in families else {})}
 
 
 def _annotations(dataset: Dataset, settings: EvalSettings) -> dict[str, torch.Tensor]:
@@ -168,32 +186,32 @@ def _row(name, order, global_crop, k, point: _Point, trained, probe, test_meta, 
     row = {"policy": name, "order": order, "global_crop": global_crop, "num_crops": k}
     if point.recon is not None:
         metrics, _ = point.recon.compute()
-        row.update({key: metrics[key] for key in ("psnr", "ssim", "rfid", "codebook_perplexity")})
+        row.update({key: metrics[key] for key in curve_metrics("recon")})
     if point.align is not None:
         scores = point.align.compute()
-        row.update({"miou_image": scores["miou_image"], "miou_object": scores["miou_object"]})
+        row.update({key: scores[key] for key in curve_metrics("align")})
     if trained:
         messages = Messages(torch.cat(point.ids), torch.cat(point.codes), test_meta, model.codebook_size)
         for t in trained:
             for r in score_probe(t, messages, probe):
-                suffix = "" if r["test"] == "test" else f"_{r['test']}"
-                row[f"{r['task']}{suffix}_{r['primary']}"] = r[r["primary"]]
+                row[probe_metric_key(r)] = r[r["primary"]]
     return row
 
 
-def write_crops_report(out: Path, results: dict) -> None:
+def write_crops_report(out: Path, results: CurveResult) -> None:
     """results.json, results.md and one line plot per metric (x: crops, one line per policy)."""
     from ..viz.plots import plot_curves
     from .report import markdown_report, markdown_table, write_results
 
     plots = []
-    for metric in results["metrics"]:
+    for metric in results.metrics:
         if any(isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)
-               for r in results["rows"]):
+               for r in results.rows):
             name = f"crops_{metric}.png"
-            plot_curves(results["rows"], x="num_crops", y=metric, hue="policy", path=out / name,
+            plot_curves(results.rows, x="num_crops", y=metric, hue="policy", path=out / name,
                         xlabel="crops observed", title=f"{metric} against crops")
             plots.append(f"![{metric}]({name})")
-    table = markdown_table(results["rows"], ["policy", "num_crops", *results["metrics"]])
+    table = markdown_table(results.rows, ["policy", "num_crops", *results.metrics])
     sections = [("Table", table), ("Plots", "\n\n".join(plots) or "nothing numeric to plot")]
-    write_results(out, results, markdown_report("Metrics against crops", results, sections))
+    data = results.to_json()
+    write_results(out, data, markdown_report("Metrics against crops", data, sections))

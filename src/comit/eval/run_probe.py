@@ -24,8 +24,47 @@ from ..model.policies import RASTER_SCAN
 from .common import EvalSettings, batches, first_items, tokenize_batch
 from .probe import AttentionProbe, append_question, evaluate_probe, split_indices, train_probe
 from .probe_tasks import Samples, Task, build_tasks, default_tasks
+from .results import MAJORITY, EvalResult, MetricSpec
 
 SHAPES_META = ("valid", "shape", "color", "size", "relations")
+
+# Each task's primary score on each of its test sets (``probe_metric_key``); the floor is
+# always answering the most frequent test label(s).
+PROBE_METRICS = (
+    MetricSpec("semantic_top1", "semantic probe top-1", floor=MAJORITY, headline=True, compared=True),
+    MetricSpec("compositional_unseen_pairs_top5", "compositional probe top-5, unseen pairs", floor=MAJORITY,
+               headline=True, compared=True),
+    MetricSpec("compositional_seen_pairs_top5", "compositional probe top-5, seen pairs", floor=MAJORITY,
+               headline=True, compared=True),
+    MetricSpec("relational_top1", "relational probe top-1", floor=MAJORITY, headline=True, compared=True),
+    MetricSpec("classes_top1", "class probe top-1", floor=MAJORITY, headline=True),
+)
+
+
+def probe_metric_key(row: dict) -> str:
+    """The metric a score row reports: ``<task>_<primary>``, with the test set's name between
+    where the task has several (``compositional_unseen_pairs_top5``)."""
+    test = "" if row["test"] == "test" else f"_{row['test']}"
+    return f"{row['task']}{test}_{row['primary']}"
+
+
+@dataclass(kw_only=True)
+class ProbeResult(EvalResult):
+    """``eval probe``'s numbers: ``metrics`` (each task's primary score, ``PROBE_METRICS``), one
+    ``rows`` entry per (task, test set) with top-1 / top-5 and their floors, and the training
+    ``history`` (validation top-1 per epoch)."""
+
+    BODY = ("metrics", "rows", "history")
+    metrics: dict[str, float | None]
+    rows: list[dict]
+    history: list[dict]
+
+    def floor(self, key: str) -> float | None:
+        """The chance level of metric ``key``: the majority answer's score on its test set."""
+        for row in self.rows:
+            if probe_metric_key(row) == key:
+                return row.get(f"majority_{row['primary']}")
+        return None
 
 
 def probe_policy(**overrides) -> EvalSettings:
@@ -213,12 +252,11 @@ def few_threads(count: int = 1):
 
 def evaluate_probes(model: COMiT, train_dataset: Dataset, test_dataset: Dataset,
                     settings: EvalSettings | None = None, probe: ProbeSettings | None = None,
-                    classes: list[str] | None = None) -> dict:
+                    classes: list[str] | None = None) -> ProbeResult:
     """Train probes on messages of ``train_dataset`` and test them on ``test_dataset``.
 
     Items need ``image`` and either the shapes annotations (tasks semantic / compositional /
-    relational) or ``label`` / ``labels`` (task classes). Returns ``{"metrics": {task: primary
-    score}, "rows": [...], "history": [...], "notes", "settings"}``.
+    relational) or ``label`` / ``labels`` (task classes).
     """
     settings, probe = settings or probe_policy(), probe or ProbeSettings()
     settings.check(model)
@@ -227,11 +265,10 @@ def evaluate_probes(model: COMiT, train_dataset: Dataset, test_dataset: Dataset,
     trained, notes = train_probes(train, test, probe, classes or dataset_classes(train_dataset), settings.progress)
     rows = [row for t in trained for row in score_probe(t, test, probe)]
     notes += [f"{r['task']}/{r['test']}: no test samples" for r in rows if r["test_samples"] == 0]
-    metrics = {f"{r['task']}_{r['test']}_{r['primary']}" if r["test"] != "test" else f"{r['task']}_{r['primary']}":
-               r[r["primary"]] for r in rows}
-    return {"metrics": metrics, "rows": rows, "history": [h for t in trained for h in t.history], "notes": notes,
-            "settings": {**settings.describe(), **probe.describe(), "train_images": len(train.ids),
-                         "test_images": len(test.ids)}}
+    metrics = {probe_metric_key(r): r[r["primary"]] for r in rows}
+    return ProbeResult(metrics=metrics, rows=rows, history=[h for t in trained for h in t.history], notes=notes,
+                       settings={**settings.describe(), **probe.describe(), "train_images": len(train.ids),
+                                 "test_images": len(test.ids)})
 
 
 def dataset_classes(dataset: Dataset) -> list[str]:
@@ -289,20 +326,21 @@ PROBE_COLUMNS = ["task", "test", "primary", "top1", "top5", "majority_top1", "ma
                  "train_samples", "val_samples", "test_samples", "best_epoch"]
 
 
-def write_probe_report(out: Path, results: dict) -> None:
+def write_probe_report(out: Path, results: ProbeResult) -> None:
     """results.json, results.md, probe_scores.png (top-1/top-5 per task) and probe_training.png."""
     from ..viz.plots import plot_bars, plot_curves
     from .report import markdown_report, markdown_table, write_results
 
-    sections = [("Scores", markdown_table(results["rows"], PROBE_COLUMNS) +
+    sections = [("Scores", markdown_table(results.rows, PROBE_COLUMNS) +
                  "\n\n`primary` is the number the paper reports for this kind of task; `majority_top1` / "
                  "`majority_top5` are what always answering the most frequent test label(s) scores.")]
-    scored = [r for r in results["rows"] if r["top1"] is not None]
+    scored = [r for r in results.rows if r["top1"] is not None]
     if scored:
         long = [{"probe": f"{r['task']}/{r['test']}", "metric": k, "accuracy": r[k]} for r in scored
                 for k in ("top1", "top5", "majority_top1", "majority_top5")]
         plot_bars(long, x="probe", y="accuracy", hue="metric", path=out / "probe_scores.png", title="Probes")
         sections.append(("Plots", "![scores](probe_scores.png)\n\n![validation top-1 per epoch](probe_training.png)"))
-        plot_curves(results["history"], x="epoch", y="val_top1", hue="task", path=out / "probe_training.png",
+        plot_curves(results.history, x="epoch", y="val_top1", hue="task", path=out / "probe_training.png",
                     title="Probe training (validation top-1)")
-    write_results(out, results, markdown_report("Probes", results, sections))
+    data = results.to_json()
+    write_results(out, data, markdown_report("Probes", data, sections))

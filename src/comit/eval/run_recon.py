@@ -7,6 +7,7 @@ SSIM compare each reconstruction with its original, rFID compares the two sets (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +19,37 @@ from .common import EvalSettings, batches, decode_batch, tokenize_batch
 from .fid import FID
 from .fid_features import build_fid, describe_features
 from .reconstruction import PSNR, SSIM, CodebookUsage
+from .results import NUM_IMAGES, EvalResult, MetricSpec
+
+# Every number ``ReconMetrics.compute`` reports, in the order it reports them.
+RECON_METRICS = (
+    MetricSpec("psnr", "PSNR (dB)", headline=True, compared=True, table_label="PSNR dB"),
+    MetricSpec("psnr_other_image", "PSNR against another image (dB)", higher_is_better=None),
+    MetricSpec("psnr_gain_over_other", "PSNR gain over another image (dB; 0: the message is ignored)", compared=True,
+               table_label="PSNR gain over another image, dB (0: message ignored)"),
+    MetricSpec("ssim", "SSIM", headline=True, compared=True),
+    MetricSpec("rfid", "rFID", higher_is_better=False, headline=True, compared=True,
+               table_label="rFID, {fid_features} features"),
+    MetricSpec("codebook_distinct", "distinct token ids"),
+    MetricSpec("codebook_fraction", "fraction of the codebook"),
+    MetricSpec("codebook_perplexity", "codebook perplexity", headline=True, compared=True),
+    MetricSpec("per_position_distinct_mean", "distinct ids per message position (mean)", compared=True,
+               table_label="distinct ids per message position"),
+    MetricSpec("mean_crops", "crops per image (mean)", higher_is_better=None),
+    NUM_IMAGES,
+    MetricSpec("rfid_feature_dim", "rFID feature dimensions", higher_is_better=None),
+)
+_LABELS = {spec.key: spec.label for spec in RECON_METRICS}
+
+
+@dataclass(kw_only=True)
+class ReconResult(EvalResult):
+    """``eval recon``'s numbers: ``metrics`` maps each ``RECON_METRICS`` key to its value (None
+    where it could not be measured; ``rfid_feature_dim`` only where rFID was)."""
+
+    BODY = ("metrics",)
+    metrics: dict[str, float | int | None]
+
 
 class ReconMetrics:
     """PSNR, SSIM, rFID and codebook usage accumulated over batches (shared with ``eval crops``)."""
@@ -73,11 +105,11 @@ class ReconMetrics:
 
 
 def evaluate_reconstruction(model: COMiT, dataset: Dataset, settings: EvalSettings | None = None,
-                            fid_features: str | nn.Module | None = "inception") -> dict:
+                            fid_features: str | nn.Module | None = "inception") -> ReconResult:
     """PSNR, SSIM, rFID and codebook usage of ``model`` over ``dataset`` (items with ``image``).
 
-    Returns ``{"metrics": {...}, "notes": [...], "settings": {...}}``; ``metrics["rfid"]`` is None
-    (with a note) where the feature network is unavailable or there are too few images.
+    ``metrics["rfid"]`` is None (with a note) where the feature network is unavailable or there
+    are too few images.
     """
     settings = settings or EvalSettings()
     settings.check(model)
@@ -88,8 +120,8 @@ def evaluate_reconstruction(model: COMiT, dataset: Dataset, settings: EvalSettin
         metrics.update(batch["image"], decode_batch(model, tokens, batch["position"], settings), tokens)
     values, notes = metrics.compute()
     notes = ([fid_note] if fid_note else []) + notes + fid_sample_notes(fid_features, values)
-    return {"metrics": values, "notes": notes,
-            "settings": {**settings.describe(), "fid_features": describe_features(fid_features)}}
+    return ReconResult(metrics=values, notes=notes,
+                       settings={**settings.describe(), "fid_features": describe_features(fid_features)})
 
 
 def fid_sample_notes(fid_features, metrics: dict) -> list[str]:
@@ -116,22 +148,16 @@ def reconstruction_examples(model: COMiT, dataset: Dataset, settings: EvalSettin
     return batch["image"], decode_batch(model, tokens, batch["position"], settings).cpu()
 
 
-RECON_LABELS = {"psnr": "PSNR (dB)", "psnr_other_image": "PSNR against another image (dB)",
-                "psnr_gain_over_other": "PSNR gain over another image (dB; 0: the message is ignored)", "ssim": "SSIM", "rfid": "rFID", "codebook_distinct": "distinct token ids",
-                "codebook_fraction": "fraction of the codebook", "codebook_perplexity": "codebook perplexity",
-                "rfid_feature_dim": "rFID feature dimensions",
-                "per_position_distinct_mean": "distinct ids per message position (mean)",
-                "mean_crops": "crops per image (mean)", "num_images": "images"}
-
-
-def write_recon_report(out: Path, results: dict, examples: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+def write_recon_report(out: Path, results: ReconResult,
+                       examples: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """results.json, results.md and (given examples) examples.png with originals over reconstructions."""
     from ..viz.plots import plot_image_rows
     from .report import markdown_report, markdown_table, write_results
 
-    sections = [("Metrics", markdown_table([{"metric": RECON_LABELS.get(k, k), "value": v}
-                                            for k, v in results["metrics"].items()], ["metric", "value"]))]
+    sections = [("Metrics", markdown_table([{"metric": _LABELS[k], "value": v} for k, v in results.metrics.items()],
+                                           ["metric", "value"]))]
     if examples is not None:
         plot_image_rows(list(examples), out / "examples.png", ["original", "reconstruction"])
         sections.append(("Examples", "![originals above reconstructions](examples.png)"))
-    write_results(out, results, markdown_report("Reconstruction", results, sections))
+    data = results.to_json()
+    write_results(out, data, markdown_report("Reconstruction", data, sections))

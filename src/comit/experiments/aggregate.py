@@ -12,75 +12,71 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..eval.metrics import METRICS, compared
+from ..eval.results import MAJORITY, EvalResult, MetricSpec
+from ..eval.run_probe import ProbeResult
+from ..eval.run_suite import CurveResult, read_result
 from .config import ClaimConfig, ExperimentConfig
-from .runner import UNIT_FILE, Unit, units
+from .runner import UNIT_FILE, Unit, part_kind, units
 from .statistics import Estimate, mean_ci, paired_difference
-
-CURVE_KEYS = ("policy", "order", "global_crop", "num_crops")
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A number of one evaluation part: ``part/key``, how to call it, and its chance floor."""
+    """A row of the arm table: a registered metric (``spec``: key, direction, floor) of one
+    evaluation part (``recon-global``, ``probe``, ...), and its label there."""
 
     part: str
-    key: str
+    spec: MetricSpec
     label: str
-    floor: str | None = None  # alignment: the random-map key; probes: "majority"
-    higher_is_better: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
 
     @property
     def name(self) -> str:
         return f"{self.part}/{self.key}"
 
-
-PROBE_METRICS = (("semantic_top1", "semantic probe top-1"),
-                 ("compositional_unseen_pairs_top5", "compositional probe top-5, unseen pairs"),
-                 ("compositional_seen_pairs_top5", "compositional probe top-5, seen pairs"),
-                 ("relational_top1", "relational probe top-1"))
+    @property
+    def higher_is_better(self) -> bool:
+        return self.spec.higher_is_better is not False
 
 
 def arm_metrics(config: ExperimentConfig) -> list[Metric]:
-    """The rows of the arm table, in the order they are shown."""
+    """The rows of the arm table, in the order they are shown: alignment and reconstruction under
+    each test policy, probes once (they read the global crop only)."""
     policies = list(config.eval.policies)
-    rows = []
-    for policy in policies:
-        rows += [Metric(f"align-{policy}", "miou_image", f"token–object mIoU per image [{policy}]", "random_miou_image"),
-                 Metric(f"align-{policy}", "miou_object", f"token–object mIoU per object [{policy}]",
-                        "random_miou_object")]
-    rows += [Metric("probe", key, f"{label} [global crop]", "majority") for key, label in PROBE_METRICS]
-    for policy in policies:
-        rows += [Metric(f"recon-{policy}", "psnr", f"PSNR dB [{policy}]"),
-                 Metric(f"recon-{policy}", "psnr_gain_over_other",
-                        f"PSNR gain over another image, dB (0: message ignored) [{policy}]"),
-                 Metric(f"recon-{policy}", "ssim", f"SSIM [{policy}]"),
-                 Metric(f"recon-{policy}", "rfid", f"rFID, {config.eval.fid_features} features [{policy}]",
-                        higher_is_better=False),
-                 Metric(f"recon-{policy}", "codebook_perplexity", f"codebook perplexity [{policy}]"),
-                 Metric(f"recon-{policy}", "per_position_distinct_mean",
-                        f"distinct ids per message position [{policy}]")]
-    return rows
+
+    def rows(family: str, part: str, where: str) -> list[Metric]:
+        return [Metric(part, spec, f"{spec.arm_label.format(fid_features=config.eval.fid_features)} [{where}]")
+                for spec in compared(family)]
+
+    found = [m for policy in policies for m in rows("align", f"align-{policy}", policy)]
+    found += rows("probe", "probe", "global crop")
+    return found + [m for policy in policies for m in rows("recon", f"recon-{policy}", policy)]
 
 
-def collapsed_units(parts: dict[Unit, dict]) -> list[Unit]:
+def collapsed_units(parts: dict[Unit, dict[str, EvalResult]]) -> list[Unit]:
     """Units whose every message was the same: each position held one id over all images, so the
     message says nothing about the image (a collapsed tokenizer, not a finding about crops)."""
     found = []
     for unit, unit_parts in parts.items():
-        distinct = [p["metrics"].get("per_position_distinct_mean") for name, p in unit_parts.items()
-                    if name.startswith("recon-")]
+        distinct = [p.metrics.get("per_position_distinct_mean") for name, p in unit_parts.items()
+                    if part_kind(name) == "recon"]
         if distinct and all(d is not None and d <= 1.0 for d in distinct):
             found.append(unit)
     return found
 
 
 # ---------------------------------------------------------------------- reading
-def load_parts(config: ExperimentConfig, out: Path) -> dict[Unit, dict[str, dict]]:
+def load_parts(config: ExperimentConfig, out: Path) -> dict[Unit, dict[str, EvalResult]]:
     """Every finished evaluation part of every unit: ``{unit: {part: results}}``."""
     found = {}
     for unit in units(config):
         folder = unit.eval_dir(out)
-        parts = {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/results.json"))}
+        parts = {p.parent.name: read_result(p.parent, part_kind(p.parent.name))
+                 for p in sorted(folder.glob("*/results.json"))}
         if parts:
             found[unit] = parts
     return found
@@ -96,28 +92,24 @@ def load_training(config: ExperimentConfig, out: Path) -> dict[Unit, dict]:
     return records
 
 
-def metric_value(parts: dict[str, dict], metric: Metric) -> float | None:
+def metric_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
     part = parts.get(metric.part)
-    return None if part is None else part.get("metrics", {}).get(metric.key)
+    return None if part is None else part.metrics.get(metric.key)
 
 
-def floor_value(parts: dict[str, dict], metric: Metric) -> float | None:
-    """Chance level: random maps for alignment, always the most frequent label(s) for probes."""
-    part = parts.get(metric.part)
-    if part is None or metric.floor is None:
+def floor_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
+    """Chance level (the metric's declared floor): random maps for alignment, always the most
+    frequent label(s) for probes."""
+    part, floor = parts.get(metric.part), metric.spec.floor
+    if part is None or floor is None:
         return None
-    if metric.floor != "majority":
-        return part.get("metrics", {}).get(metric.floor)
-    for row in part.get("rows", []):
-        key = f"{row['task']}_{row['primary']}" if row["test"] == "test" else \
-            f"{row['task']}_{row['test']}_{row['primary']}"
-        if key == metric.key:
-            return row.get(f"majority_{row['primary']}")
-    return None
+    if floor == MAJORITY:
+        return part.floor(metric.key) if isinstance(part, ProbeResult) else None
+    return part.metrics.get(floor)
 
 
 # ---------------------------------------------------------------------- tables
-def per_seed(config: ExperimentConfig, parts: dict[Unit, dict], metric: Metric) -> dict[str, dict[int, float]]:
+def per_seed(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]], metric: Metric) -> dict[str, dict[int, float]]:
     """``{arm: {seed: value}}`` of one metric over the finished units."""
     values: dict[str, dict[int, float]] = {arm: {} for arm in config.arms}
     for unit, unit_parts in parts.items():
@@ -127,7 +119,7 @@ def per_seed(config: ExperimentConfig, parts: dict[Unit, dict], metric: Metric) 
     return values
 
 
-def arm_table(config: ExperimentConfig, parts: dict[Unit, dict]) -> list[dict]:
+def arm_table(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """One row per metric: mean ± 95 % interval per arm over seeds, the chance floor, and each arm's
     paired difference to the first (reference) arm."""
     reference = next(iter(config.arms))
@@ -146,21 +138,21 @@ def arm_table(config: ExperimentConfig, parts: dict[Unit, dict]) -> list[dict]:
     return rows
 
 
-def curve_values(config: ExperimentConfig, parts: dict[Unit, dict]) -> dict[tuple, dict[int, float]]:
+def curve_values(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> dict[tuple, dict[int, float]]:
     """``{(arm, policy, num_crops, metric): {seed: value}}`` from the crop curves."""
     values: dict[tuple, dict[int, float]] = defaultdict(dict)
     for unit, unit_parts in parts.items():
         curves = unit_parts.get("crops")
-        if curves is None:
+        if not isinstance(curves, CurveResult):
             continue
-        for row in curves["rows"]:
-            for metric in curves["metrics"]:
+        for row in curves.rows:
+            for metric in curves.metrics:
                 if row.get(metric) is not None:
                     values[(unit.arm, row["policy"], row["num_crops"], metric)][unit.seed] = row[metric]
     return dict(values)
 
 
-def curve_table(config: ExperimentConfig, parts: dict[Unit, dict]) -> list[dict]:
+def curve_table(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """One row per (arm, policy, crops): each metric's mean and 95 % half-width over seeds."""
     grouped: dict[tuple, dict] = {}
     for (arm, policy, crops, metric), by_seed in curve_values(config, parts).items():
@@ -171,7 +163,7 @@ def curve_table(config: ExperimentConfig, parts: dict[Unit, dict]) -> list[dict]
 
 
 # ---------------------------------------------------------------------- claims
-def check_claims(config: ExperimentConfig, parts: dict[Unit, dict]) -> list[dict]:
+def check_claims(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """Each claim's paired difference (expected better minus expected worse) and a verdict."""
     curves = curve_values(config, parts)
     metrics = {m.name: m for m in arm_metrics(config)}
@@ -187,13 +179,19 @@ def check_claims(config: ExperimentConfig, parts: dict[Unit, dict]) -> list[dict
 
 
 def _claim_sides(claim: ClaimConfig, config, parts, curves, metrics) -> tuple[dict, dict, bool]:
+    """Each seed's value on the side expected better and on the other, and whether higher is better
+    (the registry's direction; an undeclared key is taken as higher-is-better and finds no values)."""
     if claim.kind == "arms":
-        metric = metrics.get(claim.metric) or Metric(*claim.metric.split("/", 1), label=claim.metric)
+        part, _, key = claim.metric.partition("/")
+        metric = metrics.get(claim.metric) or Metric(part, METRICS.get(key) or MetricSpec(key, claim.metric),
+                                                     claim.metric)
         values = per_seed(config, parts, metric)
         return values.get(claim.arm, {}), values.get(claim.baseline, {}), metric.higher_is_better
     fewer, more = claim.crops
     key = (claim.arm, claim.policy)
-    return curves.get((*key, more, claim.metric), {}), curves.get((*key, fewer, claim.metric), {}), True
+    spec = METRICS.get(claim.metric)
+    higher = spec is None or spec.higher_is_better is not False
+    return curves.get((*key, more, claim.metric), {}), curves.get((*key, fewer, claim.metric), {}), higher
 
 
 def _compared(claim: ClaimConfig) -> str:

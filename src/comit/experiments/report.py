@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
+from ..train.step import LOSS_TERMS
 from .aggregate import arm_table, check_claims, collapsed_units, curve_table, load_parts, load_training
 from .config import ExperimentConfig
 from .runner import unit_evaluated, units
@@ -36,7 +37,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
     unit_rows = []
     for unit in all_units:
         record = training.get(unit, {})
-        eval_seconds = sum(p.get("run", {}).get("wall_time_s", 0.0) for p in parts.get(unit, {}).values())
+        eval_seconds = sum((p.run or {}).get("wall_time_s", 0.0) for p in parts.get(unit, {}).values())
         unit_rows.append({"arm": unit.arm, "seed": unit.seed, "trained": unit in training,
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
                           "eval_s": round(eval_seconds, 1) if unit in parts else None,
@@ -135,7 +136,7 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
         lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
     lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
               markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
-                                                "loss", "fm", "repa", "srepa", "resumed_from", "code"]), "",
+                                                "loss", *_logged_terms(results["units"]), "resumed_from", "code"]), "",
               f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
               "summed over units and sessions).", "",
               "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",
@@ -144,6 +145,11 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
               key_values({k: v for k, v in results["run"].items() if k not in ("command", "experiment_command")},
                          "this session"), ""]
     return "\n".join(lines)
+
+
+def _logged_terms(unit_rows: list[dict]) -> list[str]:
+    """The loss terms (``LOSS_TERMS``, in their order) that some unit's training logged."""
+    return [term for term in LOSS_TERMS if any(term in row for row in unit_rows)]
 
 
 def _overrides(overrides: dict) -> str:

@@ -24,12 +24,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..devices import resolve_device
 from ..atomic import atomic_write
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
+from ..train.step import LOSS_TERMS
 from .config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from ..eval.results import EvalResult
 
 UNIT_FILE = "unit.json"
 EXPERIMENT_FILE = "experiment.yaml"
@@ -184,13 +189,14 @@ def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
 
 
 def _final_losses(run_dir: Path) -> dict:
-    """The last logged loss terms (metrics.jsonl), for the report."""
+    """The last logged loss and its terms (metrics.jsonl), for the report; the terms are the ones
+    a training step can produce (``LOSS_TERMS``), so a new term needs no change here."""
     path = run_dir / "metrics.jsonl"
     lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     if not lines:
         return {}
     last = json.loads(lines[-1])
-    return {k: last[k] for k in ("step", "loss", "fm", "repa", "srepa") if k in last}
+    return {k: last[k] for k in ("step", "loss", *LOSS_TERMS) if k in last}
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -217,7 +223,7 @@ def eval_data(config: ExperimentConfig, image_size: int) -> EvalData:
 
 
 def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
-               progress: bool) -> dict[str, tuple[Callable[[], dict], Callable[[Path, dict], None]]]:
+               progress: bool) -> dict[str, tuple[Callable[[], EvalResult], Callable[[Path, EvalResult], None]]]:
     """Each evaluation part of a unit: (compute the results, write their report)."""
     from ..eval.common import EvalSettings
     from ..eval.run_align import AlignSettings, evaluate_alignment, write_align_report
@@ -260,31 +266,39 @@ def part_names(config: ExperimentConfig, unit: Unit) -> list[str]:
     return names + (["crops"] if unit.arm in config.eval.curves.arms else [])
 
 
+def part_kind(name: str) -> str:
+    """``recon-global`` -> ``recon``: the evaluation a part runs (``comit.eval.run_suite.RESULT_TYPES``)."""
+    return name.split("-", 1)[0]
+
+
 def unit_evaluated(config: ExperimentConfig, unit: Unit, out: Path) -> bool:
     return all((unit.eval_dir(out) / name / "results.json").is_file() for name in part_names(config, unit))
 
 
 def evaluate_unit(config: ExperimentConfig, unit: Unit, out: Path, model_dir: Path, device: str,
-                  command: list[str], progress: bool = True) -> dict[str, dict]:
-    """Every evaluation part of one unit (skipping finished parts); returns each part's results."""
+                  command: list[str], progress: bool = True) -> dict[str, EvalResult]:
+    """Every evaluation part of one unit (skipping finished parts); returns each part's results:
+    those computed now as they were computed, those found finished as read back."""
     from ..eval.report import provenance
+    from ..eval.run_suite import read_result
     from ..model.comit import COMiT
 
     eval_dir = unit.eval_dir(out)
     if unit_evaluated(config, unit, out):
-        return {name: json.loads((eval_dir / name / "results.json").read_text()) for name in part_names(config, unit)}
+        return {name: read_result(eval_dir / name, part_kind(name)) for name in part_names(config, unit)}
     model = COMiT.from_pretrained(model_dir).to(device).eval()
     data = eval_data(config, model.config.image_size)
     finished = {}
     for name, (compute, write) in eval_parts(config, unit, model, data, progress).items():
         target = eval_dir / name
-        if not (target / "results.json").is_file():
-            started = time.perf_counter()
-            results = compute()
-            results = {"model": str(model_dir), "data": config.eval.data, **results,
-                       "run": provenance(model.device, time.perf_counter() - started, command)}
-            write(target, results)
-        finished[name] = json.loads((target / "results.json").read_text())
+        if (target / "results.json").is_file():
+            finished[name] = read_result(target, part_kind(name))
+            continue
+        started = time.perf_counter()
+        results = compute()
+        finished[name] = results.finished(str(model_dir), config.eval.data,
+                                          provenance(model.device, time.perf_counter() - started, command))
+        write(target, finished[name])
     return finished
 
 

@@ -38,9 +38,16 @@ from .sequences import CropSequences, PendingWrite, crops_available, sample_sequ
 from ..teachers import TeacherFeatures, resample_patches
 
 
+# Every term a step can add to the loss, in the order reports show them; ``StepResult.terms`` holds
+# those the configuration turns on. Logs and experiment reports read this tuple, so a new term is
+# declared here (and weighted in ``TrainingStep.term_weights``) and nowhere else.
+LOSS_TERMS = ("fm", "repa", "srepa", "saturation", "readout")
+
+
 @dataclass
 class StepResult:
-    """The loss to minimise and its terms (detached floats are taken by the loop)."""
+    """The loss to minimise and its terms, keyed by ``LOSS_TERMS`` names (detached floats are taken
+    by the loop)."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
@@ -143,10 +150,15 @@ class TrainingStep(nn.Module):
             # before the flow decoder has learned to read them (the readout is dropped after training).
             guess = self.readout(torch.cat([written.flatten(1), -last_location], dim=1))
             terms["readout"] = F.mse_loss(guess.float(), x1.flatten(1).float())
-        weights = {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight,
-                   "saturation": cfg.saturation_weight, "readout": cfg.readout_weight}
+        weights = self.term_weights()
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)
+
+    def term_weights(self) -> dict[str, float]:
+        """The weight of each of ``LOSS_TERMS`` in the loss (flow matching is the unit)."""
+        cfg = self.config
+        return {"fm": 1.0, "repa": cfg.repa_weight, "srepa": cfg.srepa_weight,
+                "saturation": cfg.saturation_weight, "readout": cfg.readout_weight}
 
     def write_prefix(self, images: torch.Tensor, teacher: TeacherFeatures | None, global_only: bool,
                      latents: CachedLatents | None = None) -> PendingWrite:

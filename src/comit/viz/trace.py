@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..eval.reconstruction import PSNR
 from ..model.crops import Box
 from ..model.policies import ADAPTIVE, CropPolicy, parse_policy
 from ..model.solvers import check_decoding
@@ -110,9 +111,10 @@ def image_trace(model, images, tokens, probes, final, attention, settings: VizSe
 
 
 def psnr(picture: torch.Tensor, reference: torch.Tensor) -> float:
-    """PSNR in dB of images in [-1, 1], scored in [0, 1] units like saved 8-bit images (clamped)."""
-    error = ((picture.clamp(-1, 1) - reference.clamp(-1, 1)) / 2).pow(2).mean()
-    return float("inf") if error == 0 else float(-10 * torch.log10(error))
+    """PSNR in dB of one image in [-1, 1] (clamped, as saved 8-bit images are): the evaluation's metric."""
+    metric = PSNR()
+    metric.update(picture[None].clamp(-1, 1), reference[None].clamp(-1, 1))
+    return metric.compute()
 
 
 def top_tokens(attention: torch.Tensor, count: int) -> list[int]:

@@ -394,9 +394,9 @@ def test_conveyor_warmup_writes_the_global_crop_alone(monkeypatch):
     sizes = []
     original = step.observe
 
-    def spy(images, crops, column, messages, select=None):
+    def spy(images, crops, column, messages, select=None, latents=None):
         sizes.append(crops.size[column, torch.arange(column.shape[0])])
-        return original(images, crops, column, messages, select)
+        return original(images, crops, column, messages, select, latents)
 
     monkeypatch.setattr(step, "observe", spy)
     for _ in range(3):

@@ -143,11 +143,14 @@ def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     dataset = load_dataset(data, net.config.image_size, split, _all_if_zero(num_images))
     results = _finish(ctx, evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
     write_recon_report(out, results, reconstruction_examples(net, dataset, settings))
-    m = results.metrics
-    rfid = "n/a" if m["rfid"] is None else f"{m['rfid']:.3f}"
-    _say(out, f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim'] if m['ssim'] is None else round(m['ssim'], 4)}, "
-              f"rFID {rfid}, perplexity {m['codebook_perplexity']:.1f} over {m['num_images']} images")
+    _say(out, _recon_summary(results.metrics))
     return results
+
+
+def _recon_summary(m: dict) -> str:
+    rfid = "n/a" if m["rfid"] is None else f"{m['rfid']:.3f}"
+    return (f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim'] if m['ssim'] is None else round(m['ssim'], 4)}, "
+            f"rFID {rfid}, perplexity {m['codebook_perplexity']:.1f} over {m['num_images']} images")
 
 
 @eval_app.command()
@@ -168,10 +171,13 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     align_settings = _align_settings(layer, times, heads, direction, q)
     results = _finish(ctx, evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
     write_align_report(out, results)
-    m = results.metrics
-    _say(out, f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}), per object "
-              f"{m['miou_object']:.4f} (random {m['random_miou_object']:.4f}) over {m['num_images']} images")
+    _say(out, _align_summary(results.metrics))
     return results
+
+
+def _align_summary(m: dict) -> str:
+    return (f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}), per object "
+            f"{m['miou_object']:.4f} (random {m['random_miou_object']:.4f}) over {m['num_images']} images")
 
 
 @eval_app.command()

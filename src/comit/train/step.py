@@ -30,6 +30,7 @@ from torch import nn
 from ..model.autoencoders import encode
 from ..model.comit import COMiT
 from ..model.crops import cut_boxes, step_offsets
+from ..model.transformer import PredictorOutput
 from .config import StepConfig
 from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
 from .conveyor import Conveyor, conveyor_sequences
@@ -131,20 +132,8 @@ class TrainingStep(nn.Module):
             terms["saturation"] = saturation_penalty(raw, cfg.saturation_radius)
 
         # 5. Alignment to the frozen teacher.
-        if teacher is not None and self.repa is not None:
-            target = resample_patches(teacher.patches, model.predictor.grid_size)
-            terms["repa"] = negative_cosine(self.repa(out.patch_states), target)
-        if teacher is not None and self.srepa is not None:
-            target = teacher.global_
-            if cfg.srepa_center and batch > 1:
-                # A teacher's global features share a large common part (DINOv2's CLS does too); a
-                # constant message can match that part. Centred, only what sets an image apart counts.
-                target = target - target.mean(dim=0, keepdim=True)
-            if cfg.srepa_source == "states":
-                student, weights = out.message_states.mean(dim=1), conditional.float()
-            else:  # the written codes themselves: only the encoder can make them match
-                student, weights = written.flatten(1), None
-            terms["srepa"] = negative_cosine(self.srepa(student), target, weights=weights)
+        if teacher is not None:
+            terms.update(self.alignment_terms(out, teacher, written, conditional))
         if self.readout is not None:
             # A direct path from the image to the encoder: the codes must say what the latent is,
             # before the flow decoder has learned to read them (the readout is dropped after training).
@@ -153,6 +142,26 @@ class TrainingStep(nn.Module):
         weights = self.term_weights()
         loss = sum(weights[name] * value for name, value in terms.items())
         return StepResult(loss=loss, terms=terms)
+
+    def alignment_terms(self, out: PredictorOutput, teacher: TeacherFeatures, written: torch.Tensor,
+                        conditional: torch.Tensor) -> dict[str, torch.Tensor]:
+        """REPA (patch states to the teacher's patches) and SREPA (the message to its global feature)."""
+        cfg, terms = self.config, {}
+        if self.repa is not None:
+            target = resample_patches(teacher.patches, self.model.predictor.grid_size)
+            terms["repa"] = negative_cosine(self.repa(out.patch_states), target)
+        if self.srepa is not None:
+            target = teacher.global_
+            if cfg.srepa_center and target.shape[0] > 1:
+                # A teacher's global features share a large common part (DINOv2's CLS does too); a
+                # constant message can match that part. Centred, only what sets an image apart counts.
+                target = target - target.mean(dim=0, keepdim=True)
+            if cfg.srepa_source == "states":
+                student, weights = out.message_states.mean(dim=1), conditional.float()
+            else:  # the written codes themselves: only the encoder can make them match
+                student, weights = written.flatten(1), None
+            terms["srepa"] = negative_cosine(self.srepa(student), target, weights=weights)
+        return terms
 
     def term_weights(self) -> dict[str, float]:
         """The weight of each of ``LOSS_TERMS`` in the loss (flow matching is the unit)."""

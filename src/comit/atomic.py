@@ -8,6 +8,7 @@ the target holds either the old or the new content, never a torn one.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -62,3 +63,13 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``path`` holds ``text`` (UTF-8), written as :func:`atomic_write` writes."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def atomic_write_json(path: Path, data, indent: int | None = 2) -> None:
+    """``path`` holds ``data`` as JSON and a final newline, written as :func:`atomic_write` writes."""
+    atomic_write_text(path, json.dumps(data, indent=indent) + "\n")

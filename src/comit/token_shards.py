@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .atomic import atomic_write
+from .atomic import atomic_write_json
 from .data.images import load_image
 from .model.acceleration import autocast
 from .model.comit import COMiT, Tokens
@@ -107,7 +107,7 @@ def claim_folder(folder: Path, plan: ShardPlan) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     found = read_plan(folder)
     if found is None:
-        atomic_write(folder / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(asdict(plan), indent=2) + "\n"))
+        atomic_write_json(folder / INDEX_NAME, asdict(plan))
         return
     if found != plan:
         differing = [key for key in ShardPlan.__dataclass_fields__ if getattr(found, key) != getattr(plan, key)]

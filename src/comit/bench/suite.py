@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ import torch
 
 from ..devices import resolve_device
 from ..model.acceleration import compile_predictor
-from ..atomic import atomic_write
+from ..atomic import atomic_write_json, atomic_write_text
 from ..model.transformer import count_parameters
 from . import sections
 from .machine import describe, load_average
@@ -69,8 +68,6 @@ def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
     """bench.json and bench.md in ``out_dir``, each written atomically."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "bench.json", out_dir / "bench.md"
-    text = json.dumps(result, indent=2)
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))
-    report = markdown_report(result)
-    atomic_write(md_path, lambda tmp: Path(tmp).write_text(report))
+    atomic_write_json(json_path, result)
+    atomic_write_text(md_path, markdown_report(result))
     return json_path, md_path

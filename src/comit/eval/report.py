@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_text
 from ..devices import describe_device
 
 
@@ -52,8 +52,8 @@ def write_results(out: str | os.PathLike, results: Mapping, markdown: str) -> tu
     out = Path(out)
     text = json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n"
     json_path, md_path = out / "results.json", out / "results.md"
-    atomic_write(json_path, lambda tmp: Path(tmp).write_text(text))
-    atomic_write(md_path, lambda tmp: Path(tmp).write_text(markdown.rstrip() + "\n"))
+    atomic_write_text(json_path, text)
+    atomic_write_text(md_path, markdown.rstrip() + "\n")
     return json_path, md_path
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..devices import resolve_device
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
 from ..train.step import LOSS_TERMS
@@ -161,7 +161,7 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
               "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
               "command": train_command(config, unit, out), "code": code_version(),
               "final": _final_losses(run_dir)}
-    atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    atomic_write_json(record_path, record)
     return record
 
 

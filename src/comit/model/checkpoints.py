@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_json
 from ..pydantic_errors import first_error
 from .config import AutoencoderConfig, ModelConfig
 from .transformer import Transformer
@@ -223,5 +223,5 @@ def save_model(model: "COMiT", directory: str | Path, dtype: torch.dtype | None 
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.config.model_dump()}
     atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write_json(directory / CONFIG_NAME, config)
     return directory

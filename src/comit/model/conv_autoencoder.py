@@ -20,7 +20,6 @@ zero-mean, unit-variance latents — the job of SD's 0.18215.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_json
 from ..format_files import read_format_json
 
 CONFIG_NAME = "config.json"
@@ -158,7 +157,7 @@ class ConvAutoencoder(nn.Module):
         config = {"format": FORMAT, "format_version": FORMAT_VERSION, "autoencoder": self.config.model_dump(),
                   "metadata": metadata or {}}
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
-        atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"))
+        atomic_write_json(directory / CONFIG_NAME, config)
         return directory
 
     @classmethod

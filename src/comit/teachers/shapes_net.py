@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_json
 from ..format_files import read_format_json
 from .base import TeacherError
 
@@ -141,7 +141,7 @@ class ShapesNet(nn.Module):
                   "config": dataclasses.asdict(self.config), "metadata": metadata or {}}
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, str(path)))
-        atomic_write(directory / CONFIG_NAME, lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"))
+        atomic_write_json(directory / CONFIG_NAME, config)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> ShapesNet:

@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, atomic_write_json
 from ..format_files import read_format_json
 from ..model.autoencoders import Autoencoder, encode_moments
 from ..model.crops import CropGrid
@@ -107,7 +107,7 @@ def write_latent_cache(autoencoder: Autoencoder, grid: CropGrid, dataset: Datase
     bar.close()
     index = {"format": FORMAT, "format_version": FORMAT_VERSION, **identity, "shard_size": shard_size,
              "shards": shards}
-    atomic_write(out / INDEX_NAME, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2) + "\n"))
+    atomic_write_json(out / INDEX_NAME, index)
     return out / INDEX_NAME
 
 
@@ -120,7 +120,7 @@ def _check_resumable(out: Path, identity: dict) -> None:
             raise LatentCacheError(f"{out} holds a latent cache of other settings ({_difference(before, identity)}); "
                                    "write to a new folder")
     else:
-        atomic_write(started, lambda tmp: Path(tmp).write_text(json.dumps(identity, indent=2) + "\n"))
+        atomic_write_json(started, identity)
 
 
 @torch.no_grad()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Would a local write that replaces only the tokens at its place keep what the global crop said?
 
-    .venv/bin/python scripts/masked_write_probe.py [MODEL]        (about a minute on 2 CPU cores)
+    .venv/bin/python scripts/masked_write_probe.py MODEL        (about a minute on 2 CPU cores)
 
 Inference only, on a model trained with the paper's write (every token rewritten by every crop):
 64 shapes val images, the global crop then the 9 local crops in raster order, one-step and
@@ -26,6 +26,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     model = COMiT.from_pretrained(sys.argv[1] if len(sys.argv) > 1 else "bundled").eval()
+    if model.config.message_write != "replace":
+        sys.exit("this probe emulates local writes on a model with the paper's write (message_write: replace); "
+                 "the bundled model since 2026-12-05 writes locally: give a stage-3 model")
     n = 64
     data = build_dataset("shapes", model.config.image_size, split="val")
     images = torch.stack([data[i]["image"] for i in range(n)])

@@ -82,3 +82,53 @@ def test_a_local_write_needs_the_crop_box():
 def test_a_local_write_needs_a_square_message_grid():
     with pytest.raises(ValueError, match="not a square"):
         tiny_config(message_write="local", num_msg_tokens=12)
+
+
+def test_a_fill_write_into_the_empty_message_rewrites_every_token_then_writes_locally():
+    torch.manual_seed(0)
+    fill = randomize(COMiT(tiny_config(message_write="local_fill")))
+    local = COMiT(tiny_config(message_write="local"))
+    local.load_state_dict(fill.state_dict())
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    outside = ~tokens_inside(*torch.tensor([[0], [0], [24]]), image_size=64, num_tokens=16)[0]
+    empty = fill.empty_message(2)
+    with torch.no_grad():
+        first = fill.tokenize(images, global_crop=False, order=[0], num_crops=1)
+        first_local = local.tokenize(images, global_crop=False, order=[0], num_crops=1)
+        second = fill.tokenize(images, global_crop=False, order=[8], num_crops=1, resume=first)
+    assert torch.equal(first_local.messages[:, outside], empty[:, outside]), "local: outside stays m0"
+    assert bool((first.messages[:, outside] != empty[:, outside]).any(dim=2).float().mean() > 0.5), \
+        "fill: the first write guesses the tokens outside its crop too"
+    inside_first = ~outside
+    assert torch.equal(first.messages[:, inside_first], first_local.messages[:, inside_first])
+    last = tokens_inside(*torch.tensor([[40], [40], [24]]), image_size=64, num_tokens=16)[0]
+    assert torch.equal(second.messages[:, ~last], first.messages[:, ~last]), "later writes are local"
+
+
+def test_training_fills_on_the_first_write_only(monkeypatch):
+    torch.manual_seed(0)
+    model = randomize(COMiT(tiny_config(message_write="local_fill")))
+    step = TrainingStep(model, StepConfig(min_crops=3, max_crops=3, global_first_p=0.0)).train()
+    writes = []
+    original = model.write
+
+    def spy(latents, messages, offset, location=None, box=None):
+        write = original(latents, messages, offset, location, box)
+        writes.append((messages.detach(), write.codes.detach(), box))
+        return write
+
+    monkeypatch.setattr(model, "write", spy)
+    step(torch.rand(4, 3, 64, 64) * 2 - 1).loss.backward()
+    assert len(writes) == 3
+    first_before, first_after, first_box = writes[0]
+    assert torch.equal(first_before, model.empty_message(4))
+    outside = ~tokens_inside(*first_box, image_size=64, num_tokens=16)
+    assert bool((first_after[outside] != first_before[outside]).any(dim=1).float().mean() > 0.5)
+    for before, after, box in writes[1:]:
+        inside = tokens_inside(*box, image_size=64, num_tokens=16)
+        assert torch.equal(after[~inside], before[~inside])
+
+
+def test_write_rules_other_than_replace_need_a_square_message():
+    with pytest.raises(ValueError, match="'local_fill' lays the message on a square grid"):
+        tiny_config(message_write="local_fill", num_msg_tokens=12)

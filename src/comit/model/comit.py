@@ -344,14 +344,23 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         t = torch.ones(latents.shape[0], device=latents.device)
         raw = self.predictor(latents, t, messages, offset, location=location).message.float()
         codes = self.quantizer(raw)
-        if self.config.message_write == "local":
-            if box is None:
-                raise ValueError("this model writes only the tokens under the crop (message_write: local): "
-                                 "pass the crop's box")
-            top, left, size = box
-            inside = tokens_inside(top, left, size, self.config.image_size, self.config.num_msg_tokens)
-            codes = torch.where(inside[:, :, None], codes, messages.to(codes.dtype))
+        if self.config.message_write != "replace":
+            rewritten = self.rewritten_tokens(messages, box)
+            codes = torch.where(rewritten[:, :, None], codes, messages.to(codes.dtype))
         return MessageWrite(codes=codes, raw=raw)
+
+    def rewritten_tokens(self, messages: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
+        """[B, M] bool: the tokens a local write may change: those under the crop, and with
+        ``local_fill`` every token of a message that is still the empty one."""
+        if box is None:
+            raise ValueError(f"this model writes only the tokens under the crop (message_write: "
+                             f"{self.config.message_write}): pass the crop's box")
+        top, left, size = box
+        inside = tokens_inside(top, left, size, self.config.image_size, self.config.num_msg_tokens)
+        if self.config.message_write == "local_fill":
+            empty = self.empty_message(messages.shape[0]).to(messages.dtype)
+            inside = inside | (messages == empty).all(dim=(1, 2))[:, None]
+        return inside
 
     def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
                          noise: torch.Tensor, latents: torch.Tensor | None = None) -> "ReconstructionError":

@@ -93,7 +93,10 @@ class ModelConfig(BaseModel):
     checkpoints): every token, whatever the crop showed. ``local`` (ours, not in the paper): only
     the tokens whose cell on the message grid (``sqrt(num_msg_tokens)`` cells a side over the
     image) has its centre inside the crop; the others keep their value, so a local crop cannot
-    undo what the global crop wrote elsewhere (docs/training.md, "A local write").
+    undo what the global crop wrote elsewhere (docs/training.md, "A local write"). ``local_fill``
+    (ours): ``local``, except that a write into the empty message m0 (the first crop) rewrites
+    every token, so a tokenizer that sees only local crops has a guess for the whole image from
+    its first crop on instead of the decoder's prior where no crop lies ("A first write that fills").
 
     Geometry follows the image: the latent grid is ``image_size / autoencoder factor``; crops are
     a ``grid_size`` x ``grid_size`` grid of ``crop_size`` pixels with stride
@@ -112,7 +115,7 @@ class ModelConfig(BaseModel):
     attention: Literal["hard", "released"] = "hard"
     prediction: Literal["velocity", "data"] = "velocity"
     crop_patch_positions: Literal["top_left", "absolute"] = "top_left"
-    message_write: Literal["replace", "local"] = "replace"
+    message_write: Literal["replace", "local", "local_fill"] = "replace"
     image_size: int = Field(256, gt=0)
     crop_size: int = Field(96, gt=0)
     grid_size: int = Field(3, gt=0)
@@ -130,8 +133,8 @@ class ModelConfig(BaseModel):
             if getattr(self, name) % unit:
                 raise ValueError(f"{name} {getattr(self, name)} must be a multiple of autoencoder factor x "
                                  f"patch size = {unit}")
-        if self.message_write == "local" and math.isqrt(self.num_msg_tokens) ** 2 != self.num_msg_tokens:
-            raise ValueError(f"message_write 'local' lays the message on a square grid: num_msg_tokens "
+        if self.message_write != "replace" and math.isqrt(self.num_msg_tokens) ** 2 != self.num_msg_tokens:
+            raise ValueError(f"message_write '{self.message_write}' lays the message on a square grid: num_msg_tokens "
                              f"{self.num_msg_tokens} is not a square")
         if self.crop_size > self.image_size:
             raise ValueError(f"crop_size {self.crop_size} exceeds image_size {self.image_size}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from .fsq import FSQ
 from .guidance import check_guidance, guided_velocity
 from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
 from .policies import ADAPTIVE, CropPlan, CropPolicy, CropStep, parse_policy
-from .solvers import integrate
-from .transformer import Transformer
+from .solvers import evaluation_times, integrate
+from .transformer import ConditioningTable, Transformer
 
 # Where the adaptive policy measures reconstruction error (see COMiT.tokenize).
 ERROR_SIGNALS = ("pixels", "latent")
@@ -386,10 +387,13 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         return seen
 
     # ------------------------------------------------------------------ detokenize
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
+                 table: ConditioningTable | None = None) -> torch.Tensor:
         """One conditional velocity evaluation; queries are dropped where that is exact. Float32
-        out, so the solver and guidance keep full precision under a bf16 autocast."""
-        return self.predictor(x, t, messages, offsets, with_queries=False).velocity.float()
+        out, so the solver and guidance keep full precision under a bf16 autocast. ``table``: the
+        decoding schedule's adaLN outputs, computed once (see ``ConditioningTable``)."""
+        conditioning = table.lookup(t) if table is not None else None
+        return self.predictor(x, t, messages, offsets, with_queries=False, conditioning=conditioning).velocity.float()
 
     @torch.inference_mode()
     def detokenize(self, messages: torch.Tensor, offsets: torch.Tensor, num_steps: int = 10, solver: str = "euler",
@@ -412,7 +416,9 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         offsets = self._check_offsets(offsets, batch)
         noise = self._check_noise(noise, batch) if noise is not None else \
             torch.randn(self.latent_shape(batch), generator=generator).to(self.device)
-        velocity = guided_velocity(self.velocity, messages, self.empty_message(batch), offsets,
+        table = self.predictor.conditioning_table(evaluation_times(num_steps, solver)) \
+            if self.device.type == "cpu" else None
+        velocity = guided_velocity(partial(self.velocity, table=table), messages, self.empty_message(batch), offsets,
                                    cfg_weight, apg_momentum)
         bar = _progress_bar(num_steps, "detokenize") if progress else None
         latents = integrate(velocity, noise, num_steps, solver, progress=bar.update if bar else None)

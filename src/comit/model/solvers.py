@@ -63,5 +63,13 @@ def integrate(velocity: VelocityFn, noise: torch.Tensor, num_steps: int, solver:
     return x
 
 
+def evaluation_times(num_steps: int, solver: str = "euler") -> torch.Tensor:
+    """The distinct times [K] at which ``integrate`` on the CPU evaluates the velocity, found by a
+    dry run on a scalar state, so that they are the very float32 values the steps compute."""
+    seen: list[torch.Tensor] = []
+    integrate(lambda x, t: seen.append(t[0]) or torch.zeros_like(x), torch.zeros(1), num_steps, solver)
+    return torch.stack(seen).unique()
+
+
 def _batch(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.expand(x.shape[0])

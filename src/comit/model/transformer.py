@@ -55,6 +55,56 @@ class PredictorOutput:
     attentions: dict[int, torch.Tensor]
 
 
+@dataclass
+class Conditioning:
+    """Everything a call computes from its time t alone: each block's adaLN outputs (patch stream,
+    message stream; [R, 6 * hidden]) and the final layer's ([R, 2 * hidden]).
+
+    R is the batch size, or 1 when every sample has the same time: the rows then broadcast, and
+    LayerNorm and modulation fuse into one pass. Since t is known before a decoding loop starts,
+    :class:`ConditioningTable` computes the rows of all its steps at once.
+    """
+
+    blocks: list[tuple[torch.Tensor, torch.Tensor]]
+    final: torch.Tensor
+
+    def rows(self, index: torch.Tensor) -> "Conditioning":
+        return Conditioning([(x[index], r[index]) for x, r in self.blocks], self.final[index])
+
+
+class ConditioningTable:
+    """The conditioning of every time a decoding schedule evaluates, computed in one pass.
+
+    On a CPU each adaLN linear is a memory-bound matrix-vector product (its weights, half of the
+    predictor's, are read once per call for one or two rows); ten Euler steps read them ten times,
+    one pass over the ten times reads them once. ``lookup`` finds a call's rows by the values of
+    its times, which costs nothing on the CPU; on other devices reading t would make the host wait
+    for the device, so there it returns None and each call computes its own conditioning.
+    """
+
+    def __init__(self, predictor: "Transformer", times: torch.Tensor):
+        self.index = {value: row for row, value in enumerate(times.tolist())}
+        self.conditioning = predictor.conditioning(times.to(predictor.pos_embed.device))
+
+    def lookup(self, t: torch.Tensor) -> Conditioning | None:
+        if t.device.type != "cpu":
+            return None
+        rows = [self.index.get(value) for value in t.tolist()]
+        if None in rows:
+            return None  # a time outside the schedule: computed as usual
+        if len(set(rows)) == 1:
+            rows = rows[:1]
+        return self.conditioning.rows(torch.tensor(rows, device=self.conditioning.final.device))
+
+
+def shared_time(t: torch.Tensor) -> torch.Tensor:
+    """t[:1] when every sample has the same time and t lives on the CPU (reading it is free there),
+    so that the conditioning is one row for the whole batch; t itself otherwise."""
+    if t.device.type == "cpu" and t.numel() > 1 and len(set(t.tolist())) == 1:
+        return t[:1]
+    return t
+
+
 # What the velocity head predicts (ModelConfig.prediction).
 PREDICTIONS = ("velocity", "data")
 # Which positions a crop's patches take (ModelConfig.crop_patch_positions).
@@ -70,7 +120,8 @@ def velocity_from_data(data: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """x * (1 + scale) + shift in one pass (addcmul) over x [B, n, D]; shift, scale [B, 1, D]."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def layer_norm(x: torch.Tensor) -> torch.Tensor:
@@ -185,26 +236,51 @@ class Block(nn.Module):
         self.x_adaLN_modulation = ada_ln(hidden_size, 6)
         self.r_adaLN_modulation = ada_ln(hidden_size, 6)
 
-    def forward(self, seq: torch.Tensor, cond: torch.Tensor, num_patches: int,
+    def modulation(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adaLN outputs [B, 6 * hidden] of the patch and the message stream; they depend on
+        the time alone, so a decoding schedule can compute them ahead (``Conditioning``)."""
+        return self.x_adaLN_modulation(cond), self.r_adaLN_modulation(cond)
+
+    def forward(self, seq: torch.Tensor, modulation: tuple[torch.Tensor, torch.Tensor], num_patches: int,
                 mask: torch.Tensor | None, return_weights: bool = False):
-        x_mod = self.x_adaLN_modulation(cond).chunk(6, dim=-1)
-        r_mod = self.r_adaLN_modulation(cond).chunk(6, dim=-1)
+        x_mod, r_mod = (stream_chunks(mod) for mod in modulation)
         sizes = [1, num_patches, seq.shape[1] - 1 - num_patches]
 
         def modulated(h: torch.Tensor, first: int) -> torch.Tensor:
-            off, x, r = layer_norm(h).split(sizes, dim=1)
-            x = modulate(x, x_mod[first], x_mod[first + 1])
-            r = modulate(r, r_mod[first], r_mod[first + 1])
-            return torch.cat([off, x, r], dim=1)
-
-        def gated(h: torch.Tensor, gate: int) -> torch.Tensor:
             off, x, r = h.split(sizes, dim=1)
-            return torch.cat([off, x * x_mod[gate].unsqueeze(1), r * r_mod[gate].unsqueeze(1)], dim=1)
+            x = modulated_layer_norm(x, x_mod[first], x_mod[first + 1])
+            r = modulated_layer_norm(r, r_mod[first], r_mod[first + 1])
+            return torch.cat([layer_norm(off), x, r], dim=1)
+
+        def gated_residual(residual: torch.Tensor, h: torch.Tensor, gate: int) -> torch.Tensor:
+            # residual + gate * h in one pass per stream (addcmul), instead of a multiply, a
+            # concatenation of the gated streams and an add over the whole sequence
+            res_off, res_x, res_r = residual.split(sizes, dim=1)
+            off, x, r = h.split(sizes, dim=1)
+            return torch.cat([res_off + off, torch.addcmul(res_x, x, x_mod[gate]),
+                              torch.addcmul(res_r, r, r_mod[gate])], dim=1)
 
         attn_out, weights = self.attn(modulated(seq, 0), mask, return_weights)
-        seq = seq + gated(attn_out, 2)
-        seq = seq + gated(self.mlp(modulated(seq, 3)), 5)
+        seq = gated_residual(seq, attn_out, 2)
+        seq = gated_residual(seq, self.mlp(modulated(seq, 3)), 5)
         return seq, weights
+
+
+def stream_chunks(mod: torch.Tensor) -> list[torch.Tensor]:
+    """One stream's adaLN output [B or 1, 6 * hidden] as six [B or 1, 1, hidden] broadcasts over its
+    tokens: shift, scale, gate (attention), shift, scale, gate (MLP)."""
+    return [chunk.unsqueeze(1) for chunk in mod.chunk(6, dim=-1)]
+
+
+def modulated_layer_norm(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """modulate(layer_norm(x), shift, scale). When the whole batch shares one modulation (one row:
+    every sample at the same time, as in decoding) it is LayerNorm's own affine, one pass over x
+    instead of two; otherwise a LayerNorm and one addcmul."""
+    if shift.shape[0] == 1:
+        # in x's dtype: under a bf16 autocast the CPU kernel refuses mixed dtypes
+        weight, bias = (1 + scale.view(-1)).to(x.dtype), shift.view(-1).to(x.dtype)
+        return F.layer_norm(x, x.shape[-1:], weight=weight, bias=bias, eps=LN_EPS)
+    return modulate(layer_norm(x), shift, scale)
 
 
 class FinalLayer(nn.Module):
@@ -213,9 +289,10 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = ada_ln(hidden_size, 2)
         self.linear = nn.Linear(hidden_size, out_features)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(cond).chunk(2, dim=-1)
-        return self.linear(modulate(layer_norm(x), shift, scale))
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        """``modulation``: this layer's adaLN output [B or 1, 2 * hidden] (``Conditioning.final``)."""
+        shift, scale = (chunk.unsqueeze(1) for chunk in modulation.chunk(2, dim=-1))
+        return self.linear(modulated_layer_norm(x, shift, scale))
 
 
 class TokenHead(nn.Module):
@@ -329,6 +406,16 @@ class Transformer(nn.Module):
                     crop_patch_positions=self.crop_patch_positions)
 
     # ------------------------------------------------------------------ pieces
+    def conditioning(self, t: torch.Tensor) -> Conditioning:
+        """The timestep MLP and every adaLN linear for times t [R]: one row per time."""
+        cond = self.t_embedder(t)
+        return Conditioning([block.modulation(cond) for block in self.blocks],
+                            self.final_layer.adaLN_modulation(cond))
+
+    def conditioning_table(self, times: torch.Tensor) -> ConditioningTable:
+        """The conditioning of every time in ``times`` [K] (on the CPU), for a decoding loop."""
+        return ConditioningTable(self, times)
+
     def attention_mask(self, num_patches: int, num_queries: int, device: torch.device) -> torch.Tensor | None:
         """Bool mask (hard) or additive 0/1 bias (released) for one sequence layout; cached."""
         key = (num_patches, num_queries, self.attention, str(device))
@@ -369,7 +456,9 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, message: torch.Tensor,
                 offset: torch.Tensor, with_queries: bool = True,
-                attention_layers: tuple[int, ...] = (), location: torch.Tensor | None = None) -> PredictorOutput:
+                attention_layers: tuple[int, ...] = (), location: torch.Tensor | None = None,
+                conditioning: Conditioning | None = None) -> PredictorOutput:
+        """``conditioning``: this call's rows of a :class:`ConditioningTable` (computed from t when None)."""
         b, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
@@ -384,12 +473,14 @@ class Transformer(nn.Module):
             t = t.expand(b)
         grid_h, grid_w = h // p, w // p
         num_patches = grid_h * grid_w
-        cond = self.t_embedder(t)
+        if conditioning is None:
+            conditioning = self.conditioning(shared_time(t))
+        dtype = conditioning.final.dtype
 
         streams = [
-            self.c_embedder(offset.to(cond.dtype))[:, None] + self.c_pos_embed,
+            self.c_embedder(offset.to(dtype))[:, None] + self.c_pos_embed,
             self.x_embedder(x) + self.patch_positions(grid_h, grid_w, location),
-            self.r_embedder(message.to(cond.dtype)) + self.r_pos_embed,
+            self.r_embedder(message.to(dtype)) + self.r_pos_embed,
         ]
         num_queries = self.num_msg_tokens if with_queries else 0
         if with_queries:
@@ -399,8 +490,8 @@ class Transformer(nn.Module):
 
         patch_states = message_states = None
         attentions: dict[int, torch.Tensor] = {}
-        for index, block in enumerate(self.blocks):
-            seq, weights = block(seq, cond, num_patches, mask, return_weights=index in attention_layers)
+        for index, (block, modulation) in enumerate(zip(self.blocks, conditioning.blocks)):
+            seq, weights = block(seq, modulation, num_patches, mask, return_weights=index in attention_layers)
             if weights is not None:
                 attentions[index] = weights
             if index == self.representation_layer:
@@ -408,7 +499,7 @@ class Transformer(nn.Module):
                 message_states = seq[:, 1 + num_patches:1 + num_patches + self.num_msg_tokens]
 
         patches = seq[:, 1:1 + num_patches]
-        velocity = self.unpatchify(self.final_layer(patches, cond), grid_h, grid_w)
+        velocity = self.unpatchify(self.final_layer(patches, conditioning.final), grid_h, grid_w)
         if self.prediction == "data":
             velocity = velocity_from_data(velocity, x, t)
         new_message = self.r_final_layer(seq[:, -self.num_msg_tokens:]) if with_queries else None

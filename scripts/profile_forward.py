@@ -113,7 +113,8 @@ def call_inputs(predictor: Transformer, batch: int, kind: str) -> tuple[tuple, d
     message = torch.randint(-2, 3, (batch, predictor.num_msg_tokens, predictor.msg_tokens_dim),
                             generator=generator).float() / 2
     offset = torch.rand(batch, 2, generator=generator) * 2 - 1
-    t = torch.ones(batch) if kind == "encode" else torch.rand(batch, generator=generator)
+    # one time for the whole batch, as when tokenizing (t = 1) and decoding (a step's t)
+    t = torch.full((batch,), 1.0 if kind == "encode" else 0.5)
     return (x, t, message, offset), {"with_queries": kind == "encode"}
 
 

@@ -335,7 +335,7 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
                       location: torch.Tensor | None = None, box: torch.Tensor | None = None) -> torch.Tensor:
         """m_k = FSQ(transformer(latent(c_k), t = 1, m_{k-1}, a_k).new_message); ``location`` [B, 2]
         (the crop's centre) is read only by models with ``crop_patch_positions: absolute``, ``box``
-        [3, B] (the crop's top, left, size in pixels) only by models with ``message_write: local``."""
+        [3, B] (the crop's top, left, size in pixels) only by models whose writes are local."""
         return self.write(latents, messages, offset, location, box).codes
 
     def write(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,

@@ -302,7 +302,8 @@ def test_held_out_curve_is_written_and_survives_resume(tmp_path):
     run("tiny", out, overrides=overrides)
     lines = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [2, 4]
-    assert {"psnr", "psnr_one_step", "psnr_other", "psnr_gain", "psnr_local", "images_seen"} <= set(lines[0])
+    assert {"psnr", "psnr_one_step", "psnr_other", "psnr_gain", "psnr_local", "psnr_global", "psnr_global_gain",
+            "images_seen"} <= set(lines[0])
     assert lines[1]["images_seen"] == 4 * 4
     assert lines[0]["psnr_gain"] == pytest.approx(lines[0]["psnr"] - lines[0]["psnr_other"], abs=1e-3)
     run("tiny", out, resume=True, overrides=["max_steps=6"])

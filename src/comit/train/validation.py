@@ -8,7 +8,9 @@ every local crop in raster order) and paints them back from fixed noise, with gu
 * ``psnr_other``: the 10-step reconstructions against another val image (the next one);
   ``psnr_gain`` = ``psnr`` - ``psnr_other``, 0 when the decoder ignores the message;
 * ``psnr_local``: 10 steps from the message of the 9 local crops alone (raster order, no global
-  crop), the half of the training sequences that never see the whole image.
+  crop), the half of the training sequences that never see the whole image;
+* ``psnr_global`` and ``psnr_global_other``: 10 steps from the message of the global crop alone,
+  against the own and the next image (what a model trained on the global crop only can be asked).
 
 The loss cannot tell these apart: a decoder that ignores the message can reach a low flow loss at
 most noise levels. Records go to ``val.jsonl`` in the run folder, one per evaluation.
@@ -33,14 +35,20 @@ class ValidationResult:
     psnr_one_step: float
     psnr_other: float
     psnr_local: float
+    psnr_global: float
+    psnr_global_other: float
 
     @property
     def psnr_gain(self) -> float:
         return self.psnr - self.psnr_other
 
+    @property
+    def psnr_global_gain(self) -> float:
+        return self.psnr_global - self.psnr_global_other
+
     def record(self) -> dict:
         values = {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
-        return {**values, "psnr_gain": round(self.psnr_gain, 4)}
+        return {**values, "psnr_gain": round(self.psnr_gain, 4), "psnr_global_gain": round(self.psnr_global_gain, 4)}
 
 
 def psnr_of(reconstructions: torch.Tensor, images: torch.Tensor) -> float:
@@ -53,7 +61,7 @@ def psnr_of(reconstructions: torch.Tensor, images: torch.Tensor) -> float:
 def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, seed: int = 0,
              batch_size: int = 64) -> ValidationResult:
     """Score ``model`` on ``images`` [N, 3, S, S] in [-1, 1] (at least two, for the other-image PSNR)."""
-    full, one, local = [], [], []
+    full, one, local, global_only = [], [], [], []
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start:start + batch_size].to(model.device)
         generator = torch.Generator().manual_seed(seed + start)
@@ -66,9 +74,14 @@ def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, se
                                       generator=generator)
         local.append(model.detokenize(local_tokens.messages, local_tokens.offsets, num_steps=10, cfg_weight=1.0,
                                       noise=noise).cpu())
-    full_images, one_step = torch.cat(full), torch.cat(one)
+        global_tokens = model.tokenize(chunk, global_crop=True, order=RasterScan(), num_crops=1, generator=generator)
+        global_only.append(model.detokenize(global_tokens.messages, global_tokens.offsets, num_steps=10,
+                                            cfg_weight=1.0, noise=noise).cpu())
+    full_images, one_step, global_images = torch.cat(full), torch.cat(one), torch.cat(global_only)
     images = images.cpu()
+    other = images.roll(1, dims=0)
     return ValidationResult(step=step, images_seen=images_seen, psnr=psnr_of(full_images, images),
                             psnr_one_step=psnr_of(one_step, images),
-                            psnr_other=psnr_of(full_images, images.roll(1, dims=0)),
-                            psnr_local=psnr_of(torch.cat(local), images))
+                            psnr_other=psnr_of(full_images, other), psnr_local=psnr_of(torch.cat(local), images),
+                            psnr_global=psnr_of(global_images, images),
+                            psnr_global_other=psnr_of(global_images, other))

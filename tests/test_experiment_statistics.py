@@ -77,3 +77,28 @@ def test_a_units_final_losses_hold_every_logged_term(tmp_path):
     final = _final_losses(tmp_path)
     assert final == {"step": 5, "loss": 0.4, "fm": 0.3, "saturation": 0.1}
     assert _logged_terms([final, {"fm": 0.2, "repa": -0.5}]) == ["fm", "repa", "saturation"]
+
+
+def test_units_below_the_working_tokenizer_gate_are_left_out():
+    from comit.eval.run_recon import ReconResult
+    from comit.experiments.aggregate import failed_gate, gate_gains
+    from comit.experiments.config import load_experiment
+    from comit.experiments.runner import Unit
+
+    def recon(gain):
+        return ReconResult(metrics={"psnr_gain_over_other": gain})
+
+    config = load_experiment("structure-tiny", ["eval.gate={policy: global, min_gain_db: 5.0}"])
+    parts = {Unit("L", 0): {"recon-global": recon(7.2)}, Unit("G", 0): {"recon-global": recon(4.9)},
+             Unit("G", 1): {"probe": None}}
+    assert gate_gains(config, parts) == {Unit("L", 0): 7.2, Unit("G", 0): 4.9, Unit("G", 1): None}
+    assert failed_gate(config, parts) == [Unit("G", 0)]
+    assert failed_gate(load_experiment("structure-tiny"), parts) == []  # no gate: nothing left out
+
+
+def test_a_gate_on_an_unknown_policy_is_a_one_line_error():
+    from comit.experiments.config import load_experiment
+    from comit.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.gate.policy 'nope' is not one of the eval policies"):
+        load_experiment("structure-tiny", ["eval.gate={policy: nope}"])

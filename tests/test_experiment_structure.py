@@ -161,6 +161,18 @@ def test_report_only_rebuilds_without_work(copy, monkeypatch):
     assert "Status: **complete**" in (copy / "results.md").read_text()
 
 
+def test_units_below_the_gate_are_reported_and_not_compared(copy, monkeypatch):
+    _no_work(monkeypatch)
+    result = run(copy, "--report-only", "eval.gate={policy: global, min_gain_db: 1000}")
+    assert result.exit_code == 0, result.output
+    report = (copy / "results.md").read_text()
+    assert "## Working-tokenizer gate" in report
+    assert "Failed, left out of every table and claim below: L/seed-0, G/seed-0, L/seed-1, G/seed-1" in report
+    results = json.loads((copy / "results.json").read_text())
+    assert results["arm_table"] == [] and all(c["verdict"] == "not measured yet" for c in results["claims"])
+    assert [row["passed"] for row in results["gate"]] == [False] * 4
+
+
 @pytest.mark.parametrize("extra, message", [
     (["arms.G.overrides.loop.max_steps=5"], "same training budget"),
     (["train.loop.bogus=1"], "arm L: "),

@@ -69,6 +69,24 @@ def collapsed_units(parts: dict[Unit, dict[str, EvalResult]]) -> list[Unit]:
     return found
 
 
+def gate_gains(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> dict[Unit, float | None]:
+    """Each unit's PSNR gain over another image under the gate's policy (None: not measured yet);
+    empty when the experiment has no gate."""
+    gate = config.eval.gate
+    if gate is None:
+        return {}
+    recon = f"recon-{gate.policy}"
+    return {unit: (unit_parts[recon].metrics.get("psnr_gain_over_other") if recon in unit_parts else None)
+            for unit, unit_parts in parts.items()}
+
+
+def failed_gate(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[Unit]:
+    """Units measured below the gate: reported, but left out of every table and claim."""
+    gate = config.eval.gate
+    return [unit for unit, gain in gate_gains(config, parts).items()
+            if gain is not None and gain < gate.min_gain_db]
+
+
 # ---------------------------------------------------------------------- reading
 def load_parts(config: ExperimentConfig, out: Path) -> dict[Unit, dict[str, EvalResult]]:
     """Every finished evaluation part of every unit: ``{unit: {part: results}}``."""

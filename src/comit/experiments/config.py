@@ -58,6 +58,15 @@ class CurvesConfig(_Section):
     steps: int | None = Field(None, ge=1)  # decoding steps at every point (None: eval.steps)
 
 
+class GateConfig(_Section):
+    """The working-tokenizer gate: a unit is compared only when its reconstruction under
+    ``policy`` beats the same reconstruction scored against another image by ``min_gain_db``
+    (a tokenizer whose message is ignored says nothing about crops or alignment)."""
+
+    policy: str = "global"
+    min_gain_db: float = Field(5.0, ge=0)
+
+
 class EvalConfig(_Section):
     """What every trained model is scored on (see docs/evaluation.md for each metric)."""
 
@@ -74,6 +83,7 @@ class EvalConfig(_Section):
     policies: dict[str, PolicyConfig] = Field(default_factory=lambda: {
         "global": PolicyConfig(), "all": PolicyConfig(num_crops=None)})
     curves: CurvesConfig = Field(default_factory=CurvesConfig)
+    gate: GateConfig | None = None  # None: every evaluated unit is compared
 
 
 class ClaimConfig(_Section):
@@ -119,6 +129,9 @@ class ExperimentConfig(_Section):
             raise ValueError("an experiment needs at least one arm")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
+        if self.eval.gate is not None and self.eval.gate.policy not in self.eval.policies:
+            raise ValueError(f"eval.gate.policy {self.eval.gate.policy!r} is not one of the eval policies "
+                             f"({', '.join(self.eval.policies)})")
         unknown = [a for a in self.eval.curves.arms if a not in self.arms]
         unknown += [a for c in self.claims for a in (c.arm, c.baseline) if a is not None and a not in self.arms]
         if unknown:

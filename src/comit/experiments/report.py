@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
 from ..train.step import LOSS_TERMS
-from .aggregate import arm_table, check_claims, collapsed_units, curve_table, load_parts, load_training
+from .aggregate import (arm_table, check_claims, collapsed_units, curve_table, failed_gate, gate_gains, load_parts,
+                        load_training)
 from .config import ExperimentConfig
 from .runner import unit_evaluated, units
 from .statistics import Estimate
@@ -30,17 +31,19 @@ def cell(estimate: dict | None, digits: int = 3) -> str:
 def build_results(config: ExperimentConfig, out: Path, command: list[str], device: str,
                   session_seconds: float) -> dict:
     """Everything the report shows, as JSON-ready data."""
-    parts = load_parts(config, out)
+    measured = load_parts(config, out)
+    failed = failed_gate(config, measured)
+    parts = {unit: unit_parts for unit, unit_parts in measured.items() if unit not in failed}
     training = load_training(config, out)
     all_units = units(config)
     done = [u for u in all_units if u in training and unit_evaluated(config, u, out)]
     unit_rows = []
     for unit in all_units:
         record = training.get(unit, {})
-        eval_seconds = sum((p.run or {}).get("wall_time_s", 0.0) for p in parts.get(unit, {}).values())
+        eval_seconds = sum((p.run or {}).get("wall_time_s", 0.0) for p in measured.get(unit, {}).values())
         unit_rows.append({"arm": unit.arm, "seed": unit.seed, "trained": unit in training,
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
-                          "eval_s": round(eval_seconds, 1) if unit in parts else None,
+                          "eval_s": round(eval_seconds, 1) if unit in measured else None,
                           "resumed_from": record.get("resumed_from"), "code": record.get("code"),
                           **record.get("final", {})})
     total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
@@ -53,7 +56,14 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
             "config": config.model_dump(mode="json"), "setup": describe_setup(config),
             "compute_s": round(total, 1), "code_versions": codes,
             "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
+            "gate": _gate_rows(config, measured, failed),
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
+
+
+def _gate_rows(config: ExperimentConfig, measured: dict, failed: list) -> list[dict]:
+    return [{"unit": f"{unit.arm}/seed-{unit.seed}", "gain_db": None if gain is None else round(gain, 3),
+             "passed": None if gain is None else unit not in failed}
+            for unit, gain in gate_gains(config, measured).items()]
 
 
 def describe_setup(config: ExperimentConfig) -> dict:
@@ -107,6 +117,15 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
     if len(results["code_versions"]) > 1:
         lines += [f"**Warning**: units were trained by different code versions ({', '.join(results['code_versions'])}); "
                   "see the Units table.", ""]
+    if config.eval.gate is not None:
+        gate = config.eval.gate
+        failed = [r["unit"] for r in results["gate"] if r["passed"] is False]
+        lines += ["## Working-tokenizer gate", "",
+                  f"A unit is compared only if its `{gate.policy}` reconstruction beats the same reconstruction "
+                  f"scored against another image by at least {gate.min_gain_db} dB. "
+                  + (f"**Failed, left out of every table and claim below: {', '.join(failed)}.**" if failed
+                     else "Every measured unit passed."), "",
+                  markdown_table(results["gate"], ["unit", "gain_db", "passed"]), ""]
     lines += ["## Arms", "", markdown_table([{"arm": a, "training": config.arms[a].description,
                                               "overrides": _overrides(config.arms[a].overrides)} for a in arms],
                                             ["arm", "training", "overrides"]), ""]

@@ -124,11 +124,13 @@ def _alive(pid: int) -> bool:
 
 
 def _comparable(dumped: dict) -> dict:
-    """What two runs into one folder must share: all but the seeds, arms, claims and which arms
-    get crop curves (selecting arms with --arms changes only those)."""
+    """What two runs into one folder must share: all but the seeds, arms, claims, the gate and
+    which arms get crop curves (selecting arms with --arms changes only those; claims and the gate
+    change only the report)."""
     settings = {k: v for k, v in dumped.items() if k not in ("seeds", "arms", "claims")}
-    curves = {k: v for k, v in settings.get("eval", {}).get("curves", {}).items() if k != "arms"}
-    return {**settings, "eval": {**settings.get("eval", {}), "curves": curves}}
+    evaluation = {k: v for k, v in settings.get("eval", {}).items() if k != "gate"}
+    curves = {k: v for k, v in evaluation.get("curves", {}).items() if k != "arms"}
+    return {**settings, "eval": {**evaluation, "curves": curves}}
 
 
 # ---------------------------------------------------------------------- training

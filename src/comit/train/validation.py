@@ -57,6 +57,15 @@ def psnr_of(reconstructions: torch.Tensor, images: torch.Tensor) -> float:
     return metric.compute()
 
 
+def _tokens(model: COMiT, chunk: torch.Tensor, generator: torch.Generator, global_crop: bool,
+            num_crops: int | None):
+    return model.tokenize(chunk, global_crop=global_crop, order=RasterScan(), num_crops=num_crops, generator=generator)
+
+
+def _painted(model: COMiT, tokens, noise: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    return model.detokenize(tokens.messages, tokens.offsets, num_steps=steps, cfg_weight=1.0, noise=noise).cpu()
+
+
 @torch.no_grad()
 def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, seed: int = 0,
              batch_size: int = 64) -> ValidationResult:
@@ -65,23 +74,17 @@ def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, se
     for start in range(0, images.shape[0], batch_size):
         chunk = images[start:start + batch_size].to(model.device)
         generator = torch.Generator().manual_seed(seed + start)
-        tokens = model.tokenize(chunk, global_crop=True, order=RasterScan(), num_crops=None, generator=generator)
+        tokens = _tokens(model, chunk, generator, global_crop=True, num_crops=None)
         noise = torch.randn(model.latent_shape(chunk.shape[0]), generator=generator).to(model.device)
-        for steps, out in ((10, full), (1, one)):
-            out.append(model.detokenize(tokens.messages, tokens.offsets, num_steps=steps, cfg_weight=1.0,
-                                        noise=noise).cpu())
-        local_tokens = model.tokenize(chunk, global_crop=False, order=RasterScan(), num_crops=None,
-                                      generator=generator)
-        local.append(model.detokenize(local_tokens.messages, local_tokens.offsets, num_steps=10, cfg_weight=1.0,
-                                      noise=noise).cpu())
-        global_tokens = model.tokenize(chunk, global_crop=True, order=RasterScan(), num_crops=1, generator=generator)
-        global_only.append(model.detokenize(global_tokens.messages, global_tokens.offsets, num_steps=10,
-                                            cfg_weight=1.0, noise=noise).cpu())
-    full_images, one_step, global_images = torch.cat(full), torch.cat(one), torch.cat(global_only)
+        full.append(_painted(model, tokens, noise))
+        one.append(_painted(model, tokens, noise, steps=1))
+        local.append(_painted(model, _tokens(model, chunk, generator, global_crop=False, num_crops=None), noise))
+        global_only.append(_painted(model, _tokens(model, chunk, generator, global_crop=True, num_crops=1), noise))
+    full_images, global_images = torch.cat(full), torch.cat(global_only)
     images = images.cpu()
     other = images.roll(1, dims=0)
     return ValidationResult(step=step, images_seen=images_seen, psnr=psnr_of(full_images, images),
-                            psnr_one_step=psnr_of(one_step, images),
+                            psnr_one_step=psnr_of(torch.cat(one), images),
                             psnr_other=psnr_of(full_images, other), psnr_local=psnr_of(torch.cat(local), images),
                             psnr_global=psnr_of(global_images, images),
                             psnr_global_other=psnr_of(global_images, other))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from comit.experiments.config import flatten, load_experiment, shipped_experiments
-from comit.experiments.runner import train_command, units, Unit
+from comit.experiments.runner import START, train_command, start_units, unit_config, units, Unit
 from comit.train.config import ConfigError, load_config, parse_override
 
 
@@ -20,6 +20,8 @@ def test_shipped_experiments_resolve_with_equal_budgets(name):
     assert config.train_config("L-noSREPA", 0).step.srepa_weight == 0
     assert config.train_config("L", 0).step.global_first_p == 0.5 and config.train_config("L", 0).max_crops() == 10
     assert {config.train_config("L", s).loop.seed for s in config.seeds} == set(config.seeds)
+    start = config.start_config(config.start_seed(0))  # the arms' start sees the global crop only
+    assert start.step.max_crops == 1 and start.model == config.train_config("L", 0).model
 
 
 def test_units_run_seed_by_seed():
@@ -27,12 +29,26 @@ def test_units_run_seed_by_seed():
     assert units(config) == [Unit("L", 4), Unit("G", 4), Unit("L", 5), Unit("G", 5)]  # the config's arm order
 
 
-def test_train_command_repeats_the_unit(tmp_path):
+@pytest.mark.parametrize("unit", [Unit("G", 2), Unit(START, 0)])
+def test_train_command_repeats_the_unit(tmp_path, unit):
     config = load_experiment("structure")
-    words = train_command(config, Unit("G", 2), tmp_path).split()
-    assert words[:5] == ["comit", "train", "shapes-small", "--out", str(tmp_path / "runs" / "G" / "seed-2")]
+    words = train_command(config, unit, tmp_path).split()
+    assert words[:5] == ["comit", "train", config.base, "--out", str(tmp_path / "runs" / unit.arm / f"seed-{unit.seed}")]
     again = load_config(words[2], dict(parse_override(w) for w in words[5:]))
-    assert again == config.train_config("G", 2)
+    assert again == unit_config(config, unit, tmp_path)
+
+
+def test_arms_continue_from_their_seeds_start(tmp_path):
+    config = load_experiment("structure-tiny", seeds=[0, 1])
+    assert start_units(config) == [Unit(START, 0)]  # start.seed 0: one start for every seed
+    for seed in (0, 1):
+        assert unit_config(config, Unit("L", seed), tmp_path).init.weights == str(tmp_path / "runs/start/seed-0/model")
+    per_seed = load_experiment("structure-tiny", ["start.seed=null"], seeds=[0, 1])
+    assert start_units(per_seed) == [Unit(START, 0), Unit(START, 1)]
+    assert unit_config(per_seed, Unit("G", 1), tmp_path).init.weights == str(tmp_path / "runs/start/seed-1/model")
+    assert unit_config(per_seed, Unit(START, 1), tmp_path).loop.seed == 1
+    fresh = load_experiment("structure-tiny", ["start=null"])
+    assert start_units(fresh) == [] and unit_config(fresh, Unit("L", 0), tmp_path).init.weights is None
 
 
 def test_selecting_arms_drops_their_claims_and_curves():
@@ -50,6 +66,8 @@ def test_flatten_nested_and_dotted_keys():
     (["claims=[{text: x, metric: m, arm: L}]"], "either baseline"),
     (["eval.policies={'a b': {}}"], "folder names"),
     (["seeds=[]"], "seeds"),
+    (["arms.start={}"], "names the arms' shared start"),
+    (["start.overrides.loop.bogus=1"], "start: "),
 ])
 def test_bad_experiments_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,6 +89,49 @@ def test_report_has_table_claims_curves_and_plots(finished):
     assert not [p for p in out.rglob(".*")]  # no lock, no temporary files left
 
 
+def test_the_arms_continue_from_one_start(finished):
+    out, output = finished
+    start = out / "runs" / "start" / "seed-0"
+    assert (start / "unit.json").is_file() and not (out / "runs" / "start" / "seed-1").exists()
+    assert output.count("start, seed 0: train") == 1
+    for arm, seed in (("L", 0), ("G", 1)):
+        config = (out / "runs" / arm / f"seed-{seed}" / "config.yaml").read_text()
+        assert f"weights: {start / 'model'}" in config
+    results = json.loads((out / "results.json").read_text())
+    first = results["units"][0]
+    assert first["arm"] == "start" and first["trained"] and "psnr_global_gain" in first
+    assert results["train_commands"][0].startswith(f"comit train tiny --out {start} ")
+    assert "## Start" in (out / "results.md").read_text()
+
+
+def test_token_objects_figure_draws_each_arm(finished, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "token_objects.py"
+    figure = tmp_path / "tokens.png"
+    done = subprocess.run([sys.executable, str(script), str(finished[0]), "--arms", "L", "G", "-n", "2", "-o",
+                           str(figure)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    with Image.open(figure) as image:  # 2 rows of (image, L, G) panels
+        assert image.format == "PNG" and image.width > image.height
+
+
+def test_a_start_another_process_trains_is_waited_for(copy, monkeypatch):
+    from comit.experiments.config import load_experiment
+    from comit.experiments.runner import START, Unit, train_start
+
+    _no_work(monkeypatch)
+    start = Unit(START, 0)
+    record = (start.run_dir(copy) / "unit.json").read_bytes()
+    (start.run_dir(copy) / "unit.json").unlink()
+    (copy / "runs" / "start" / ".seed-0.lock").write_text("1")  # pid 1 is alive: another process trains it
+    finish = threading.Timer(0.3, lambda: (start.run_dir(copy) / "unit.json").write_bytes(record))
+    said = []
+    finish.start()
+    train_start(load_experiment("structure-tiny"), start, copy, progress=False, say=said.append, poll_s=0.05)
+    finish.join()
+    assert said == ["start, seed 0: in progress in another process, waiting for it"]
+
+
 def test_rerun_skips_finished_units(copy, monkeypatch):
     _no_work(monkeypatch)
     before = (copy / "runs" / "L" / "seed-0" / "model" / "model.safetensors").stat().st_mtime_ns
@@ -137,6 +185,8 @@ def test_other_settings_in_the_same_folder_are_refused(copy):
     assert result.exit_code == 1 and "other 'eval' settings" in result.output
     result = run(copy, "train.loop.max_steps=4")
     assert result.exit_code == 1 and "other 'train' settings" in result.output
+    result = run(copy, "start.overrides.loop.max_steps=3")
+    assert result.exit_code == 1 and "other 'start' settings" in result.output
 
 
 def test_a_unit_another_process_holds_is_left_to_it(copy, monkeypatch):

@@ -17,7 +17,7 @@ from ..eval.results import MAJORITY, EvalResult, MetricSpec
 from ..eval.run_probe import ProbeResult
 from ..eval.run_suite import CurveResult, read_result
 from .config import ClaimConfig, ExperimentConfig
-from .runner import UNIT_FILE, Unit, part_kind, units
+from .runner import UNIT_FILE, Unit, part_kind, start_units, units
 from .statistics import Estimate, mean_ci, paired_difference
 
 
@@ -101,9 +101,9 @@ def load_parts(config: ExperimentConfig, out: Path) -> dict[Unit, dict[str, Eval
 
 
 def load_training(config: ExperimentConfig, out: Path) -> dict[Unit, dict]:
-    """The training record of every finished unit."""
+    """The training record of every finished unit, the starts' included."""
     records = {}
-    for unit in units(config):
+    for unit in [*start_units(config), *units(config)]:
         path = unit.run_dir(out) / UNIT_FILE
         if path.is_file():
             records[unit] = json.loads(path.read_text())

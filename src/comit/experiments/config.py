@@ -24,6 +24,7 @@ from ..train.config import (ConfigError, TrainConfig, load_config, parse_overrid
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "configs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # arm and policy names become folder names
 _BUDGET_KEYS = ("loop.max_steps", "optim.batch_size")
+START = "start"  # the runs of a shared start live beside the arms' under this name
 PolicyName = Literal[POLICY_NAMES]  # a named crop policy (explicit index lists are for the CLI)
 
 
@@ -36,6 +37,19 @@ class ArmConfig(_Section):
 
     description: str = ""
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class StartConfig(_Section):
+    """A model every arm continues from (their ``init.weights``), trained first from ``base`` with
+    these overrides and its own budget (the shared ``train`` section is the arms' and does not
+    apply). ``seed``: one start for every seed; None: one start per seed, trained with it.
+
+    Why: a tokenizer must learn to read its message at all before crops or alignment can differ,
+    and that costs more than what the arms compare (docs/results.md); a shared start spends it once."""
+
+    description: str = ""
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = None
 
 
 class PolicyConfig(_Section):
@@ -115,6 +129,7 @@ class ExperimentConfig(_Section):
     base: str = "shapes-small"
     train: dict[str, Any] = Field(default_factory=dict)
     arms: dict[str, ArmConfig]
+    start: StartConfig | None = None  # None: every arm trains from a fresh model
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     claims: list[ClaimConfig] = Field(default_factory=list)
@@ -127,6 +142,8 @@ class ExperimentConfig(_Section):
                 raise ValueError(f"{kind} names become folder names: use letters, digits, '-', '_', '.' ({bad})")
         if not self.arms:
             raise ValueError("an experiment needs at least one arm")
+        if START in self.arms:
+            raise ValueError(f"'{START}' names the arms' shared start (the 'start' section), not an arm")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds repeat: {self.seeds}")
         if self.eval.gate is not None and self.eval.gate.policy not in self.eval.policies:
@@ -138,17 +155,38 @@ class ExperimentConfig(_Section):
             raise ValueError(f"unknown arm(s) {sorted(set(unknown))}; the arms are {', '.join(self.arms)}")
         return self
 
-    def train_overrides(self, arm: str, seed: int) -> dict[str, Any]:
-        """Dotted training overrides of one (arm, seed): shared ones, the arm's, then the seed."""
-        overrides = {**flatten(self.train), **flatten(self.arms[arm].overrides), "loop.seed": seed}
-        overrides.setdefault("name", f"{self.name}-{arm}")
+    def start_seed(self, seed: int) -> int | None:
+        """The seed of the start the arms of ``seed`` continue from (None: no start)."""
+        if self.start is None:
+            return None
+        return seed if self.start.seed is None else self.start.seed
+
+    def start_overrides(self, start_seed: int) -> dict[str, Any]:
+        """Dotted training overrides of a start: its own, then its seed."""
+        overrides = {**flatten(self.start.overrides), "loop.seed": start_seed}
+        overrides.setdefault("name", f"{self.name}-{START}")
         return overrides
 
-    def train_config(self, arm: str, seed: int) -> TrainConfig:
+    def train_overrides(self, arm: str, seed: int, start_weights: str | None = None) -> dict[str, Any]:
+        """Dotted training overrides of one (arm, seed): shared ones, the arm's, the seed, then the
+        start's model folder (``init.weights``) when the arms continue from one."""
+        overrides = {**flatten(self.train), **flatten(self.arms[arm].overrides), "loop.seed": seed}
+        overrides.setdefault("name", f"{self.name}-{arm}")
+        if start_weights is not None:
+            overrides["init.weights"] = start_weights
+        return overrides
+
+    def train_config(self, arm: str, seed: int, start_weights: str | None = None) -> TrainConfig:
+        return self.resolve(f"arm {arm}", self.train_overrides(arm, seed, start_weights))
+
+    def start_config(self, start_seed: int) -> TrainConfig:
+        return self.resolve(START, self.start_overrides(start_seed))
+
+    def resolve(self, what: str, overrides: dict[str, Any]) -> TrainConfig:
         try:
-            return load_config(self.base, self.train_overrides(arm, seed))
+            return load_config(self.base, overrides)
         except ConfigError as error:
-            raise ConfigError(f"arm {arm}: {error}") from error
+            raise ConfigError(f"{what}: {error}") from error
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -212,7 +250,10 @@ def select_arms(config: ExperimentConfig, arms: list[str]) -> ExperimentConfig:
 
 
 def check_units(config: ExperimentConfig) -> None:
-    """Every arm resolves (one seed is enough: seeds change nothing else) and shares the budget."""
+    """Every arm and the start resolve (one seed is enough: seeds change nothing else) and the
+    arms share the budget."""
+    if config.start is not None:
+        config.start_config(config.start_seed(config.seeds[0]))
     budgets = {}
     for arm in config.arms:
         resolved = config.train_config(arm, config.seeds[0])

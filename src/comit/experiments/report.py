@@ -6,6 +6,7 @@ up-to-date partial report (each cell says over how many seeds it is taken).
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ..train.step import LOSS_TERMS
 from .aggregate import (arm_table, check_claims, collapsed_units, curve_table, failed_gate, gate_gains, load_parts,
                         load_training)
 from .config import ExperimentConfig
-from .runner import unit_evaluated, units
+from .runner import start_units, unit_evaluated, units
 from .statistics import Estimate
 
 _BAR_METRICS = ("miou_image", "miou_object", "semantic_top1", "compositional_unseen_pairs_top5", "relational_top1")
@@ -37,7 +38,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
     training = load_training(config, out)
     all_units = units(config)
     done = [u for u in all_units if u in training and unit_evaluated(config, u, out)]
-    unit_rows = []
+    unit_rows = [_start_row(unit, training.get(unit), out) for unit in start_units(config)]
     for unit in all_units:
         record = training.get(unit, {})
         eval_seconds = sum((p.run or {}).get("wall_time_s", 0.0) for p in measured.get(unit, {}).values())
@@ -52,12 +53,27 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
             "units_done": len(done), "units_total": len(all_units),
             "arm_table": arm_table(config, parts), "curves": curve_table(config, parts),
             "claims": check_claims(config, parts), "units": unit_rows,
-            "train_commands": [training[u]["command"] for u in all_units if u in training],
+            "train_commands": [training[u]["command"] for u in [*start_units(config), *all_units] if u in training],
             "config": config.model_dump(mode="json"), "setup": describe_setup(config),
             "compute_s": round(total, 1), "code_versions": codes,
             "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
             "gate": _gate_rows(config, measured, failed),
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
+
+
+def _start_row(unit, record: dict | None, out: Path) -> dict:
+    """A start's line of the Units table, with the last point of its held-out curve (``val.jsonl``):
+    whether it reads its message before the arms continue from it."""
+    from ..train.run_log import VAL_FILE
+
+    record = record or {}
+    path = unit.run_dir(out) / VAL_FILE
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    held_out = json.loads(lines[-1]) if lines else {}
+    return {"arm": unit.arm, "seed": unit.seed, "trained": bool(record), "evaluated": None,
+            "train_s": record.get("wall_time_s"), "eval_s": None, "resumed_from": record.get("resumed_from"),
+            "code": record.get("code"), **record.get("final", {}),
+            **{key: held_out[key] for key in ("psnr_global", "psnr_global_gain") if key in held_out}}
 
 
 def _gate_rows(config: ExperimentConfig, measured: dict, failed: list) -> list[dict]:
@@ -89,7 +105,17 @@ def describe_setup(config: ExperimentConfig) -> dict:
             "evaluation": f"recon/align on {config.eval.num_images} val images, probes {config.eval.num_train} train / "
             f"{config.eval.num_test} test images, crop curves on {config.eval.curves.num_images} images; "
             f"decoding {config.eval.steps} Euler steps, guidance {config.eval.cfg}",
-            "seeds": ", ".join(map(str, config.seeds))}
+            "seeds": ", ".join(map(str, config.seeds)),
+            **({"start": _start_text(config)} if config.start is not None else {})}
+
+
+def _start_text(config: ExperimentConfig) -> str:
+    start = config.start
+    train = config.start_config(config.start_seed(config.seeds[0]))
+    shared = f"one start (seed {start.seed}) for every seed" if start.seed is not None else "one start per seed"
+    return (f"{start.description + ': ' if start.description else ''}{train.loop.max_steps} steps x "
+            f"{train.optim.batch_size} images ({_overrides(start.overrides)}); {shared}; every arm continues "
+            "from it (init.weights: its transformer; heads, optimiser and step count start fresh)")
 
 
 # ---------------------------------------------------------------------- markdown
@@ -126,6 +152,10 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
                   + (f"**Failed, left out of every table and claim below: {', '.join(failed)}.**" if failed
                      else "Every measured unit passed."), "",
                   markdown_table(results["gate"], ["unit", "gain_db", "passed"]), ""]
+    if config.start is not None:
+        lines += ["## Start", "", f"Every arm continues from a start model: {results['setup']['start']}. "
+                  "Its held-out global-crop score (`psnr_global`, `psnr_global_gain`: its training's last "
+                  "`val.jsonl` point) is in the Units table.", ""]
     lines += ["## Arms", "", markdown_table([{"arm": a, "training": config.arms[a].description,
                                               "overrides": _overrides(config.arms[a].overrides)} for a in arms],
                                             ["arm", "training", "overrides"]), ""]
@@ -155,7 +185,8 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
         lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
     lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
               markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
-                                                "loss", *_logged_terms(results["units"]), "resumed_from", "code"]), "",
+                                                "loss", *_logged_terms(results["units"]), *_start_scores(results["units"]),
+                                                "resumed_from", "code"]), "",
               f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
               "summed over units and sessions).", "",
               "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",
@@ -169,6 +200,10 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
 def _logged_terms(unit_rows: list[dict]) -> list[str]:
     """The loss terms (``LOSS_TERMS``, in their order) that some unit's training logged."""
     return [term for term in LOSS_TERMS if any(term in row for row in unit_rows)]
+
+
+def _start_scores(unit_rows: list[dict]) -> list[str]:
+    return [key for key in ("psnr_global", "psnr_global_gain") if any(key in row for row in unit_rows)]
 
 
 def _overrides(overrides: dict) -> str:

@@ -10,7 +10,9 @@ is done, so an interrupted experiment continues where it stopped:
   report writers write it last, atomically).
 
 Units run seed by seed (every arm of seed 0, then seed 1, ...), so a stopped experiment has
-comparable arms with fewer seeds rather than one arm with all of them.
+comparable arms with fewer seeds rather than one arm with all of them. With a ``start`` section
+the arms of a seed continue from a start model (``runs/start/seed-<s>``), trained before its first
+arm; a process that finds the start in another process's hands waits for it.
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from ..devices import resolve_device
 from ..atomic import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
 from ..train.step import LOSS_TERMS
-from .config import ExperimentConfig
+from .config import START, ExperimentConfig
 
 if TYPE_CHECKING:
     from ..eval.results import EvalResult
 
 UNIT_FILE = "unit.json"
+MODEL_DIR = "model"  # where ``comit.train.loop.train`` puts the final model inside a run folder
 EXPERIMENT_FILE = "experiment.yaml"
 
 
@@ -59,14 +64,36 @@ def units(config: ExperimentConfig) -> list[Unit]:
     return [Unit(arm, seed) for seed in config.seeds for arm in config.arms]
 
 
+def start_unit(config: ExperimentConfig, seed: int) -> Unit | None:
+    """The start the arms of ``seed`` continue from (None: they train from a fresh model)."""
+    start_seed = config.start_seed(seed)
+    return None if start_seed is None else Unit(START, start_seed)
+
+
+def start_units(config: ExperimentConfig) -> list[Unit]:
+    """Every start the experiment trains, in the order the seeds need them."""
+    return list(dict.fromkeys(u for u in (start_unit(config, s) for s in config.seeds) if u is not None))
+
+
+def unit_overrides(config: ExperimentConfig, unit: Unit, out: Path) -> dict:
+    """The training overrides of a unit (an arm's or a start's) in the experiment folder ``out``."""
+    if unit.arm == START:
+        return config.start_overrides(unit.seed)
+    start = start_unit(config, unit.seed)
+    return config.train_overrides(unit.arm, unit.seed, None if start is None else str(start.run_dir(out) / MODEL_DIR))
+
+
+def unit_config(config: ExperimentConfig, unit: Unit, out: Path) -> TrainConfig:
+    what = START if unit.arm == START else f"arm {unit.arm}"
+    return config.resolve(what, unit_overrides(config, unit, out))
+
+
 # ---------------------------------------------------------------------- the experiment folder
 def prepare_output(config: ExperimentConfig, out: Path) -> None:
     """Write ``experiment.yaml``; refuse a folder that holds an experiment with other settings.
 
     Other seeds and arms are fine (they add or leave out units; the file keeps the union), and
     claims only change the report; anything else would mix results made two ways."""
-    import yaml
-
     out = Path(out)
     path = out / EXPERIMENT_FILE
     now = config.model_dump(mode="json")
@@ -137,7 +164,7 @@ def _comparable(dumped: dict) -> dict:
 def train_command(config: ExperimentConfig, unit: Unit, out: Path) -> str:
     """The ``comit train`` command that trains this unit on its own."""
     words = ["comit", "train", config.base, "--out", str(unit.run_dir(out))]
-    for key, value in config.train_overrides(unit.arm, unit.seed).items():
+    for key, value in unit_overrides(config, unit, out).items():
         words.append(f"{key}={value if isinstance(value, str) else json.dumps(value)}")
     return shlex.join(words)
 
@@ -147,7 +174,7 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
     from ..train.loop import train
 
     run_dir = unit.run_dir(out)
-    resolved = config.train_config(unit.arm, unit.seed)
+    resolved = unit_config(config, unit, out)
     record_path = run_dir / UNIT_FILE
     if record_path.is_file():
         _check_same_training(run_dir, resolved)
@@ -167,6 +194,23 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
     return record
 
 
+def train_start(config: ExperimentConfig, start: Unit, out: Path, progress: bool = True,
+                say: Callable[[str], None] = print, poll_s: float = 30.0) -> None:
+    """Train a start unless it is done; while another live process trains it, wait for it."""
+    waiting = False
+    while not (start.run_dir(out) / UNIT_FILE).is_file():
+        with unit_lock(out, start) as mine:
+            if mine:
+                say(f"start, seed {start.seed}: train")
+                train_unit(config, start, out, progress)
+                return
+        if not waiting:
+            say(f"start, seed {start.seed}: in progress in another process, waiting for it")
+            waiting = True
+        time.sleep(poll_s)
+    _check_same_training(start.run_dir(out), unit_config(config, start, out))
+
+
 def code_version() -> str | None:
     """The git commit of the code that trained a unit (``+dirty`` with local changes), or None
     outside a git checkout: results made by other code are flagged in the report, not mixed silently."""
@@ -184,8 +228,18 @@ def code_version() -> str | None:
 
 
 def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
+    """Refuse a run folder trained with other settings. A start's model folder (``init.weights``
+    inside the experiment folder) is left out: it moves with the folder, and the start itself is
+    checked on its own before any arm uses it."""
     saved = run_dir / "config.yaml"
-    if saved.is_file() and saved.read_text() != dump_config(resolved):
+    if not saved.is_file():
+        return
+    before, now = yaml.safe_load(saved.read_text()), yaml.safe_load(dump_config(resolved))
+    for settings in (before, now):
+        weights = settings.get("init", {}).get("weights")
+        if weights is not None and Path(weights).parent.parent.name == START:
+            settings["init"]["weights"] = f"{START}/{Path(weights).parent.name}"
+    if before != now:
         raise ResumeError(f"{run_dir} was trained with other settings than this experiment asks for; "
                           "use the same settings or another --out")
 
@@ -323,9 +377,12 @@ def run_experiment(config: ExperimentConfig, out: Path, command: list[str], devi
                 elsewhere.append(unit)
                 continue
             if (unit.run_dir(out) / UNIT_FILE).is_file() and unit_evaluated(config, unit, out):
-                _check_same_training(unit.run_dir(out), config.train_config(unit.arm, unit.seed))
+                _check_same_training(unit.run_dir(out), unit_config(config, unit, out))
                 say(f"{where}: done before")
                 continue
+            start = start_unit(config, unit.seed)
+            if start is not None:
+                train_start(config, start, out, progress, say)
             say(f"{where}: train")
             record = train_unit(config, unit, out, progress)
             say(f"{where}: evaluate")

@@ -6,11 +6,11 @@ up-to-date partial report (each cell says over how many seeds it is taken).
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
+from ..train.run_log import VAL_FILE, last_line
 from ..train.step import LOSS_TERMS
 from .aggregate import (arm_table, check_claims, collapsed_units, curve_table, failed_gate, gate_gains, load_parts,
                         load_training)
@@ -18,6 +18,7 @@ from .config import ExperimentConfig
 from .runner import start_units, unit_evaluated, units
 from .statistics import Estimate
 
+_START_SCORES = ("psnr_global", "psnr_global_gain")  # a start's held-out global-crop score, from val.jsonl
 _BAR_METRICS = ("miou_image", "miou_object", "semantic_top1", "compositional_unseen_pairs_top5", "relational_top1")
 
 
@@ -64,16 +65,12 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
 def _start_row(unit, record: dict | None, out: Path) -> dict:
     """A start's line of the Units table, with the last point of its held-out curve (``val.jsonl``):
     whether it reads its message before the arms continue from it."""
-    from ..train.run_log import VAL_FILE
-
     record = record or {}
-    path = unit.run_dir(out) / VAL_FILE
-    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    held_out = json.loads(lines[-1]) if lines else {}
+    held_out = last_line(unit.run_dir(out) / VAL_FILE)
     return {"arm": unit.arm, "seed": unit.seed, "trained": bool(record), "evaluated": None,
             "train_s": record.get("wall_time_s"), "eval_s": None, "resumed_from": record.get("resumed_from"),
             "code": record.get("code"), **record.get("final", {}),
-            **{key: held_out[key] for key in ("psnr_global", "psnr_global_gain") if key in held_out}}
+            **{key: held_out[key] for key in _START_SCORES if key in held_out}}
 
 
 def _gate_rows(config: ExperimentConfig, measured: dict, failed: list) -> list[dict]:
@@ -203,7 +200,7 @@ def _logged_terms(unit_rows: list[dict]) -> list[str]:
 
 
 def _start_scores(unit_rows: list[dict]) -> list[str]:
-    return [key for key in ("psnr_global", "psnr_global_gain") if any(key in row for row in unit_rows)]
+    return [key for key in _START_SCORES if any(key in row for row in unit_rows)]
 
 
 def _overrides(overrides: dict) -> str:

@@ -34,6 +34,7 @@ from ..devices import resolve_device
 from ..atomic import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
+from ..train.run_log import METRICS_FILE, last_line
 from ..train.step import LOSS_TERMS
 from .config import START, ExperimentConfig
 
@@ -247,11 +248,7 @@ def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
 def _final_losses(run_dir: Path) -> dict:
     """The last logged loss and its terms (metrics.jsonl), for the report; the terms are the ones
     a training step can produce (``LOSS_TERMS``), so a new term needs no change here."""
-    path = run_dir / "metrics.jsonl"
-    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    if not lines:
-        return {}
-    last = json.loads(lines[-1])
+    last = last_line(run_dir / METRICS_FILE)
     return {k: last[k] for k in ("step", "loss", *LOSS_TERMS) if k in last}
 
 

@@ -28,6 +28,12 @@ def append_line(path: Path, step: int, record: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in [*kept, json.dumps(record)])))
 
 
+def last_line(path: Path) -> dict:
+    """The last JSON line of a run's log (``{}`` when there is none yet)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
 class RunLog:
     def __init__(self, out: Path, start_step: int, config: TrainConfig):
         self.path = out / METRICS_FILE

@@ -22,3 +22,18 @@ def test_cuda_without_a_gpu_says_so():
         pytest.skip("a CUDA device is present")
     with pytest.raises(ValueError, match="no CUDA device"):
         resolve_device("cuda:0")
+
+
+def test_torch_threads_sets_and_restores_even_on_error():
+    from comit.devices import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="thread count must be >= 1"), torch_threads(0):
+        pass

@@ -132,6 +132,20 @@ def test_a_start_another_process_trains_is_waited_for(copy, monkeypatch):
     assert said == ["start, seed 0: in progress in another process, waiting for it"]
 
 
+def test_the_start_trains_on_its_own_thread_count(copy, monkeypatch):
+    """The other processes wait for the start, so it may take their cores; the units keep --threads."""
+    import comit.experiments.runner as runner
+    from comit.experiments.config import load_experiment
+
+    start = runner.Unit(runner.START, 0)
+    (start.run_dir(copy) / "unit.json").unlink()
+    seen = []
+    monkeypatch.setattr(runner, "train_unit", lambda *args, **kwargs: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(1)
+    runner.train_start(load_experiment("structure-tiny"), start, copy, progress=False, say=lambda _: None, threads=2)
+    assert seen == [2] and torch.get_num_threads() == 1
+
+
 def test_rerun_skips_finished_units(copy, monkeypatch):
     _no_work(monkeypatch)
     before = (copy / "runs" / "L" / "seed-0" / "model" / "model.safetensors").stat().st_mtime_ns
@@ -229,6 +243,7 @@ def test_units_below_the_gate_are_reported_and_not_compared(copy, monkeypatch):
     (["eval.curves.arms=[X]"], "unknown arm"),
     (["--arms", "L,Q"], "unknown arm(s) ['Q']"),
     (["--seeds", "0,0"], "seeds repeat"),
+    (["--start-threads", "0"], "--start-threads must be >= 1, got 0"),
 ])
 def test_bad_experiments_fail_before_any_work(tmp_path, extra, message):
     result = run(tmp_path / "never", *extra)

@@ -1,10 +1,13 @@
-"""One rule for turning a ``--device`` string into a torch device, and one description of it."""
+"""One rule for turning a ``--device`` string into a torch device, one description of it, and one
+way to run a block on a given number of CPU threads."""
 
 from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -18,6 +21,21 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name} asked for, but no CUDA device is available; use --device cpu")
     return torch.device(name)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``count`` inside the block (None: left as they are); the
+    caller's setting is restored afterwards, also on an error."""
+    if count is not None and count < 1:
+        raise ValueError(f"a thread count must be >= 1, got {count}")
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cpu_model() -> str:

@@ -45,22 +45,16 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
           forward_batches: ForwardBatches = "1,4", train_configs: TrainConfigs = "tiny,shapes-small",
           threads: Threads = 0):
     """Benchmark on random weights: peak, forward, tokenize, detokenize, fast paths, training step."""
-    import torch
-
     from ..bench.setup import BenchSettings
     from ..bench.suite import run_benchmark, write_results
+    from ..devices import torch_threads
 
     settings = BenchSettings(size=size, device=device, batch=batch, repeats=repeats, warmup=warmup,
                              precision=precision, compile=compile, geometry=geometry, attention=_names(attention),
                              sections=_names(sections), forward_batches=_integers(forward_batches, "--forward-batches"),
                              train_configs=_names(train_configs))
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads or None):
         result = run_benchmark(settings.check(), out_dir=out)
-    finally:
-        torch.set_num_threads(previous_threads)
     json_path, md_path = write_results(result, out)
     typer.echo(f"wrote {json_path} and {md_path} ({result['wall_s']:.0f} s)")
 

@@ -3,7 +3,8 @@
 ``comit experiment structure --out DIR`` trains every arm of the shipped ``structure`` experiment
 (local-crop sequences vs the global crop only vs no SREPA) over its seeds, evaluates every model,
 and writes ``DIR/results.md``. Rerun the same command to continue an interrupted experiment; start
-it twice (e.g. ``--threads 1`` each on a 2-core machine) and the two processes share the units.
+it twice (e.g. ``--threads 1 --start-threads 2`` each on a 2-core machine) and the two processes
+share the units; the one that trains the shared start uses both cores while the other waits for it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def structure(
         arms: Annotated[Optional[str], typer.Option("--arms", help="Run only these arms, e.g. L,G.")] = None,
         device: Annotated[str, typer.Option("--device", help="Evaluation device (auto: the training device).")] = "auto",
         threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads (default: torch's).")] = None,
+        start_threads: Annotated[Optional[int], typer.Option(
+            "--start-threads", help="torch CPU threads while training the shared start, which every other "
+                                    "process waits for (default: --threads).")] = None,
         report_only: Annotated[bool, typer.Option("--report-only", help="Only rebuild DIR/results.md from what "
                                                                          "is finished; train nothing.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (logs stay readable).")] = False):
@@ -59,12 +63,13 @@ def structure(
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)
+    for flag, value in (("--threads", threads), ("--start-threads", start_threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     experiment = load_experiment(config, overrides or [], _numbers(seeds, "--seeds"), _names(arms))
-    command = _command(out, overrides, config, seeds, arms, device, threads, quiet)
+    command = _command(out, overrides, config, seeds, arms, device, threads, start_threads, quiet)
     where = str(resolve_device(device))
 
     def report(_unit=None) -> dict:
@@ -72,7 +77,7 @@ def structure(
 
     if not report_only:
         run_experiment(experiment, out, command, device=device, progress=not quiet, after_unit=report,
-                       say=typer.echo)
+                       say=typer.echo, start_threads=start_threads)
     elif not (Path(out) / "experiment.yaml").is_file():
         raise ValueError(f"{out} holds no experiment yet (no experiment.yaml); run without --report-only first")
     results = report()
@@ -81,10 +86,11 @@ def structure(
     typer.echo(f"{results['units_done']}/{results['units_total']} units finished; report: {Path(out) / 'results.md'}")
 
 
-def _command(out, overrides, config, seeds, arms, device, threads, quiet) -> list[str]:
+def _command(out, overrides, config, seeds, arms, device, threads, start_threads, quiet) -> list[str]:
     """The command that repeats (or continues) this experiment, every choice spelled out."""
     words = ["comit", "experiment", "structure", "--out", str(out), "--config", config, "--device", device]
-    for flag, value in (("--seeds", seeds), ("--arms", arms), ("--threads", threads)):
+    for flag, value in (("--seeds", seeds), ("--arms", arms), ("--threads", threads),
+                        ("--start-threads", start_threads)):
         if value is not None:
             words += [flag, str(value)]
     if quiet:

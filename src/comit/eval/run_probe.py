@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..data import build_dataset
+from ..devices import torch_threads
 from ..progress import progress as progress_bar
 from ..data.folder import ImageFolderDataset
 from ..data.labels_file import LabelsFileDataset
@@ -242,12 +243,8 @@ def few_threads(count: int = 1):
     """Run a probe's many tiny CPU matmuls on one thread: they gain nothing from more, and where
     cores are shared or busy the threads spin against each other (measured 15x slower on 2 busy
     cores). The caller's setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(count, before))
-    try:
+    with torch_threads(min(count, torch.get_num_threads())):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def evaluate_probes(model: COMiT, train_dataset: Dataset, test_dataset: Dataset,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from ..devices import resolve_device
+from ..devices import resolve_device, torch_threads
 from ..atomic import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
@@ -196,14 +196,18 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
 
 
 def train_start(config: ExperimentConfig, start: Unit, out: Path, progress: bool = True,
-                say: Callable[[str], None] = print, poll_s: float = 30.0) -> None:
-    """Train a start unless it is done; while another live process trains it, wait for it."""
+                say: Callable[[str], None] = print, poll_s: float = 30.0, threads: int | None = None) -> None:
+    """Train a start unless it is done; while another live process trains it, wait for it.
+
+    ``threads``: torch CPU threads for the start's training (None: as set). Every other process
+    of the experiment waits for the start, so it may use the cores they would have used."""
     waiting = False
     while not (start.run_dir(out) / UNIT_FILE).is_file():
         with unit_lock(out, start) as mine:
             if mine:
                 say(f"start, seed {start.seed}: train")
-                train_unit(config, start, out, progress)
+                with torch_threads(threads):
+                    train_unit(config, start, out, progress)
                 return
         if not waiting:
             say(f"start, seed {start.seed}: in progress in another process, waiting for it")
@@ -358,8 +362,9 @@ def evaluate_unit(config: ExperimentConfig, unit: Unit, out: Path, model_dir: Pa
 # ---------------------------------------------------------------------- everything
 def run_experiment(config: ExperimentConfig, out: Path, command: list[str], device: str = "auto",
                    progress: bool = True, after_unit: Callable[[Unit], None] | None = None,
-                   say: Callable[[str], None] = print) -> list[Unit]:
-    """Train and evaluate every unit not yet done; ``after_unit`` runs after each (the report).
+                   say: Callable[[str], None] = print, start_threads: int | None = None) -> list[Unit]:
+    """Train and evaluate every unit not yet done; ``after_unit`` runs after each (the report);
+    ``start_threads``: CPU threads for training a start (see ``train_start``).
 
     Units another live process is working on are left to it; they are returned. Units found
     finished are not reported on again (nothing changed)."""
@@ -379,7 +384,7 @@ def run_experiment(config: ExperimentConfig, out: Path, command: list[str], devi
                 continue
             start = start_unit(config, unit.seed)
             if start is not None:
-                train_start(config, start, out, progress, say)
+                train_start(config, start, out, progress, say, threads=start_threads)
             say(f"{where}: train")
             record = train_unit(config, unit, out, progress)
             say(f"{where}: evaluate")

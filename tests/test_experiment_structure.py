@@ -115,6 +115,21 @@ def test_token_objects_figure_draws_each_arm(finished, tmp_path):
         assert image.format == "PNG" and image.width > image.height
 
 
+def test_compare_script_puts_two_runs_side_by_side(finished, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_experiments.py"
+    results = finished[0] / "results.json"
+    shifted = json.loads(results.read_text())
+    row = next(r for r in shifted["arm_table"] if r["metric"] == "align-global/miou_image")
+    row["values"]["G"]["1"] += 0.25
+    (tmp_path / "other.json").write_text(json.dumps(shifted))
+    done = subprocess.run([sys.executable, str(script), str(results), str(tmp_path / "other.json"), "--markdown"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(" | ")[0].strip("| "): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert "| +0.25 | G/1 |" in lines["align-global/miou_image"]
+    assert "| +0 |" in lines["recon-global/psnr"] and lines["recon-global/psnr"].endswith("| 4 |")
+
+
 def test_a_start_another_process_trains_is_waited_for(copy, monkeypatch):
     from comit.experiments.config import load_experiment
     from comit.experiments.runner import START, Unit, train_start

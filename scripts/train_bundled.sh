@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The bundled model's recipe in one command, about 90 minutes alone on a 2-core CPU (fp32):
+#   scripts/train_bundled.sh [OUT]            (default runs/bundled)
+# Step 1 (OUT/global, ~45 min): shapes-latent-global, the global crop alone from a fresh model,
+#   until the decoder reads the message (docs/training.md, "One recipe, one machine").
+# Step 2 (OUT/fill, ~45 min): shapes-latent-fill from step 1's EMA model: local crops on the
+#   conveyor with the fill write. Its model/ is what scripts/bundle_model.py bundles.
+# Each step resumes from its last checkpoint if it was stopped; extra arguments (config overrides,
+# e.g. loop.precision=bf16) are passed to both steps.
+set -euo pipefail
+OUT=${1:-runs/bundled}
+shift || true
+BIN=${BIN:-$(dirname "$0")/../.venv/bin}
+COMIT="$BIN/comit"
+[ -x "$COMIT" ] || COMIT=comit
+
+train() {  # NAME CONFIG [ARGS...]: train, or resume a run that was stopped; skip a finished one
+    local run="$OUT/$1" config=$2
+    shift 2
+    if [ -f "$run/model/model.safetensors" ]; then
+        echo "$run is finished: kept"
+    elif [ -d "$run/checkpoints" ]; then
+        "$COMIT" train "$config" --out "$run" --resume "$@"
+    else
+        "$COMIT" train "$config" --out "$run" "$@"
+    fi
+}
+
+train global shapes-latent-global "$@"
+train fill shapes-latent-fill "init.weights=$OUT/global/model" "$@"

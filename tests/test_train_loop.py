@@ -17,6 +17,7 @@ from comit import COMiT
 from comit.train.checkpoint import latest_checkpoint, load_checkpoint
 from comit.train.config import load_config, shipped_configs
 from comit.train.loop import train
+from comit.train.validation import ValidationResult
 
 FAST = ["batch_size=4", "log_every=1", "checkpoint_every=1000"]
 SWAP_STEPS, SWAP_FACTOR = 600, 1.4
@@ -308,3 +309,12 @@ def test_held_out_curve_is_written_and_survives_resume(tmp_path):
     assert lines[0]["psnr_gain"] == pytest.approx(lines[0]["psnr"] - lines[0]["psnr_other"], abs=1e-3)
     run("tiny", out, resume=True, overrides=["max_steps=6"])
     assert [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()] == [2, 4, 6]
+
+
+def test_the_logged_val_line_says_what_the_global_crop_alone_reads():
+    """A run trained on the global crop alone (step 1 of the bundled recipe) is judged by the
+    global crop's numbers; its line must show them, not only the local-crop sequence's."""
+    result = ValidationResult(step=2000, images_seen=64000, psnr=13.30, psnr_one_step=13.05, psnr_other=12.54,
+                              psnr_local=13.10, psnr_global=25.15, psnr_global_other=12.63)
+    assert result.summary() == ("step 2000: val PSNR 13.30 dB (one step 13.05), gain over another image 0.76 dB; "
+                                "global crop alone 25.15 dB (gain 12.52); local crops alone 13.10 dB")

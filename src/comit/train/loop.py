@@ -386,8 +386,7 @@ class Trainer:
         if logger:
             logger.write_scalars("val", result.record(), step)
         if bar:
-            bar.write(f"step {step}: val PSNR {result.psnr:.2f} dB (one step {result.psnr_one_step:.2f}), "
-                      f"gain over another image {result.psnr_gain:.2f} dB")
+            bar.write(result.summary())
 
     def save_final_model(self) -> Path:
         target = self.out / "model"

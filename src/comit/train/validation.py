@@ -50,6 +50,13 @@ class ValidationResult:
         values = {key: round(value, 4) if isinstance(value, float) else value for key, value in asdict(self).items()}
         return {**values, "psnr_gain": round(self.psnr_gain, 4), "psnr_global_gain": round(self.psnr_global_gain, 4)}
 
+    def summary(self) -> str:
+        """One line for the progress log; the global crop's numbers too, since a run trained on the
+        global crop alone is judged by them (its local-crop numbers stay near the mean image)."""
+        return (f"step {self.step}: val PSNR {self.psnr:.2f} dB (one step {self.psnr_one_step:.2f}), gain over "
+                f"another image {self.psnr_gain:.2f} dB; global crop alone {self.psnr_global:.2f} dB (gain "
+                f"{self.psnr_global_gain:.2f}); local crops alone {self.psnr_local:.2f} dB")
+
 
 def psnr_of(reconstructions: torch.Tensor, images: torch.Tensor) -> float:
     metric = PSNR()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The default model's recipe on one machine, in one command: 78 minutes alone on a 2-core Intel Xeon
-# (fp32, 2026-12-06). Its model meets two of the three quality targets (docs/training.md, "One
-# recipe, one machine"), so the bundled model is still the five-stage one.
+# The default model's recipe on one machine, in one command: about 77 minutes alone on a 2-core
+# Intel Xeon (fp32, 2026-12-06); its model meets every quality target (docs/training.md, "One
+# recipe, one machine"; kept in docs/results/recipe-2026-12-06/model/, not yet bundled).
 #   scripts/train_bundled.sh [OUT]            (default runs/bundled)
 # Step 1 (OUT/global, 35 min): shapes-latent-global, the global crop alone from a fresh model,
 #   until the decoder reads the message (docs/training.md, "One recipe, one machine").

@@ -1,11 +1,14 @@
 """The one-machine recipe script (scripts/train_bundled.sh): both steps, in order, restartable."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from comit.train.checkpoint import latest_checkpoint
 from comit.train.config import load_config
@@ -38,6 +41,26 @@ def test_the_second_step_starts_from_the_first(trained):
     assert first.step.max_crops == 1 and first.step.global_first_p == 1.0 and first.init.weights is None
     for step in ("global", "fill"):
         assert (trained / step / "model" / "model.safetensors").is_file()
+
+
+def test_bundling_the_recipe_counts_both_steps(trained, tmp_path):
+    """scripts/bundle_model.py takes the last step's model and sums steps and images over the recipe."""
+    out = tmp_path / "bundle"
+    out.mkdir()
+    done = subprocess.run([sys.executable, str(SCRIPT.parent / "bundle_model.py"), str(trained / "global"),
+                           str(trained / "fill"), "--command", "scripts/train_bundled.sh (test)", "--minutes", "0.1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["steps"] == 2 + 2 and provenance["images_seen"] == 2 * 2 + 2 * 2
+    assert "| optimiser steps | 4 |" in (out / "README.md").read_text()
+    bundled = load_file(out / "model.safetensors")
+    trained_weights = load_file(trained / "fill" / "model" / "model.safetensors")
+    assert bundled.keys() == trained_weights.keys()
+    for name, weight in bundled.items():
+        assert weight.dtype == torch.float16
+        assert torch.equal(weight, trained_weights[name].to(torch.float16)), name
 
 
 def test_a_finished_step_is_kept_and_a_stopped_one_resumed(trained):

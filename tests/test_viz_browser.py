@@ -100,6 +100,7 @@ def server(tmp_path, tiny_model_dir):
     """`comit serve` on a free loopback port, with the tiny model; stopped after the test."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1",  # so that a failure can quote what the server printed up to then
            "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "NO_PROXY": "127.0.0.1,localhost"}
     log = open(tmp_path / "serve.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "comit.cli", "serve", "--port", str(port), "--model",
@@ -146,6 +147,22 @@ def upload(page, path: Path) -> None:
 RESULTS = ["#crop-path", "#reconstruction", "#one-step", "#token-ids", "#attention"]
 
 
+def wait_for_picture(page, selector: str, server_log: Path) -> None:
+    """Wait until the result ``selector`` shows a loaded image; if it never does, say what the page
+    and the server said (a bare playwright timeout names neither the picture nor the cause)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"() => {{ const i = document.querySelector('{selector} img');"
+                               " return i && i.complete && i.naturalWidth > 0; }", timeout=RUN_S * 1000)
+    except PlaywrightTimeout:
+        note = page.inner_text("#note")
+        toasts = page.eval_on_selector_all(".toast-body", "all => all.map(t => t.innerText)")
+        log = server_log.read_text()[-4000:] if server_log.exists() else "(no server log)"
+        pytest.fail(f"{selector} showed no image within {RUN_S} s; note: {note!r}; toasts: {toasts}; "
+                    f"requests that failed: {page.failed_requests}; server log:\n{log}")
+
+
 @pytest.fixture
 def app_page(server, page):
     """The app's page; whatever happens, the last state is saved as a screenshot."""
@@ -160,8 +177,7 @@ def test_app_reconstructs_an_uploaded_image(app_page, tmp_path):
     upload(page, sample_paths()[2])
     page.click("#run")
     for selector in RESULTS:
-        page.wait_for_function(f"() => {{ const i = document.querySelector('{selector} img');"
-                               " return i && i.complete && i.naturalWidth > 0; }", timeout=RUN_S * 1000)
+        wait_for_picture(page, selector, tmp_path / "serve.log")
     assert "crops (#4" in page.inner_text("#note")  # adaptive: the centre crop first
     first_token = page.input_value("#token input")
     assert first_token.isdigit()

@@ -7,6 +7,10 @@ Rows: the val image, then for each policy OLD's and NEW's reconstruction (10 Eul
 1, the same noise), each captioned with its PSNR. Policies (``--policies``): ``all``, the global
 crop then all 9 local crops in raster order; ``adaptive3``, the adaptive policy with 3 local crops
 and no global crop (the quality targets' two rows).
+
+A handful of images can point the other way than the mean: ``--paired N`` also prints, for each
+policy, both models' mean PSNR over the first N val images (the same noise for both, batches of
+32), the mean paired difference with its standard error, and the share of images NEW does better.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def main() -> None:
     parser.add_argument("-n", "--num-images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=["all"])
+    parser.add_argument("--paired", type=int, default=0, metavar="N",
+                        help="also compare the models image by image on the first N val images")
     args = parser.parse_args()
 
     torch.set_flush_denormal(True)
@@ -62,6 +68,25 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     panel_grid([panel for row in rows for panel in row], columns=args.num_images).save(args.out)
     print(args.out)
+    if args.paired:
+        paired = torch.stack([data[i]["image"] for i in range(args.paired)])
+        for policy in args.policies:
+            print(paired_comparison(models, paired, args.seed, policy))
+
+
+def paired_comparison(models: list[COMiT], images: torch.Tensor, seed: int, policy: str, batch: int = 32) -> str:
+    """One line: OLD's and NEW's mean PSNR, NEW - OLD per image (mean, standard error), NEW's wins."""
+    per_model = []
+    with torch.no_grad():
+        for model in models:
+            pictures = torch.cat([reconstruct(model, images[start:start + batch], seed + start, policy)
+                                  for start in range(0, len(images), batch)])
+            per_model.append(torch.tensor([psnr_of(picture[None], image[None]) for picture, image in zip(pictures, images)]))
+    old, new = per_model
+    difference = new - old
+    error = difference.std() / len(difference) ** 0.5
+    return (f"{policy} on {len(images)} images: old {old.mean():.2f} dB, new {new.mean():.2f} dB, new - old "
+            f"{difference.mean():+.2f} +- {error:.2f} dB (standard error), new better on {(difference > 0).float().mean():.0%}")
 
 
 if __name__ == "__main__":

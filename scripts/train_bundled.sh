@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The default model's recipe on one machine, in one command: about 77 minutes alone on a 2-core
-# Intel Xeon (fp32, 2026-12-06); its model meets every quality target (docs/training.md, "One
-# recipe, one machine"; kept in docs/results/recipe-2026-12-06/model/, not yet bundled).
+# The bundled model's recipe on one machine, in one command: about 77 minutes alone on a 2-core
+# Intel Xeon (fp32, 2026-12-06); its model meets every quality target and is the bundled model
+# (docs/training.md, "One recipe, one machine"). Bundle a run of your own with
+#   .venv/bin/python scripts/bundle_model.py OUT/global OUT/fill --command "..." --minutes M
 #   scripts/train_bundled.sh [OUT]            (default runs/bundled)
 # Step 1 (OUT/global, 35 min): shapes-latent-global, the global crop alone from a fresh model,
 #   until the decoder reads the message (docs/training.md, "One recipe, one machine").
 # Step 2 (OUT/fill, 42 min): shapes-latent-fill from step 1's EMA model: local crops on the
-#   conveyor with the fill write. Its model/ is what scripts/bundle_model.py would bundle.
+#   conveyor with the fill write. Its model/ is the one to bundle.
 # Each step resumes from its last checkpoint if it was stopped; extra arguments (config overrides,
 # e.g. loop.precision=bf16) are passed to both steps.
 set -euo pipefail

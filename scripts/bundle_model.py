@@ -5,9 +5,11 @@
     .venv/bin/python scripts/bundle_model.py runs/bundled/global runs/bundled/fill --command "..."
 
 Several run folders are the steps of one recipe, in order (each started from the one before): the
-model is the last one's, the steps and images seen are summed over all. Writes ``src/comit/assets/comit-shapes/`` (config.json, model.safetensors in float16 to keep the
-package small, the model card README.md) and ``provenance.json``: the training command, steps, images seen, wall time,
-machine, date and the last logged losses, so the README can say how the model was made.
+model is the last one's, the steps and images seen are summed over all. Writes
+``src/comit/assets/comit-shapes/`` (config.json, model.safetensors in float16 to keep the package
+small, the model card README.md) and ``provenance.json``: the training command, steps, images
+seen, wall time, machine, date and the last logged losses, so the README can say how the model was
+made.
 """
 
 from __future__ import annotations

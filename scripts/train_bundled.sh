@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The bundled model's recipe on one machine, in one command: about 77 minutes alone on a 2-core
-# Intel Xeon (fp32, 2026-12-06); its model meets every quality target and is the bundled model
+# Intel Xeon (fp32, 2026-12-06; about 2 hours on a 2-core AMD EPYC with AVX2 only); its model
+# meets every quality target and is the bundled model
 # (docs/training.md, "One recipe, one machine"). Bundle a run of your own with
 #   .venv/bin/python scripts/bundle_model.py OUT/global OUT/fill --command "..." --minutes M
 #   scripts/train_bundled.sh [OUT]            (default runs/bundled)

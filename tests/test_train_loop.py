@@ -312,7 +312,7 @@ def test_held_out_curve_is_written_and_survives_resume(tmp_path):
 
 
 def test_the_logged_val_line_says_what_the_global_crop_alone_reads():
-    """A run trained on the global crop alone (step 1 of the one-machine recipe) is judged by the
+    """A run trained on the global crop alone (step 1 of the bundled model's recipe) is judged by the
     global crop's numbers; its line must show them, not only the local-crop sequence's."""
     result = ValidationResult(step=2000, images_seen=64000, psnr=13.30, psnr_one_step=13.05, psnr_other=12.54,
                               psnr_local=13.10, psnr_global=25.15, psnr_global_other=12.63)

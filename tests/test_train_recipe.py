@@ -1,4 +1,4 @@
-"""The one-machine recipe script (scripts/train_bundled.sh): both steps, in order, restartable."""
+"""The bundled model's recipe script (scripts/train_bundled.sh): both steps, in order, restartable."""
 
 import json
 import os

@@ -87,12 +87,25 @@ def test_probe_command_on_shapes(tmp_path, tiny_model_dir):
                       "--epochs", 2, "--probe-input", "codes", "-o", out, *FAST)
     assert result.exit_code == 0, result.output
     data = results(out)
-    assert [(r["task"], r["test"], r["primary"]) for r in data["rows"]] == [("semantic", "test", "top1"),
-                                                                            ("relational", "test", "top1")]
-    assert set(data["metrics"]) == {"semantic_top1", "relational_top1"}
+    tasks = [("semantic", "test", "top1"), ("relational", "test", "top1")]
+    assert [(r["messages"], r["task"], r["test"], r["primary"]) for r in data["rows"]] == [
+        (messages, *task) for messages in ("model", "scene", "random") for task in tasks]  # the probe, its controls
+    assert all(r["ci95_low"] <= r[r["primary"]] <= r["ci95_high"] for r in data["rows"])
+    assert set(data["metrics"]) == {"semantic_top1", "relational_top1"}  # the model's rows alone
+    assert "## Controls" in (out / "results.md").read_text()
+    assert "probe (scene messages) relational: epoch 2/2" in result.output  # a log line per epoch
     assert data["settings"]["global_crop"] is True and data["settings"]["num_crops"] == 1  # the paper's policy
     assert data["settings"]["train_images"] == 24 and data["settings"]["test_images"] == 12
     assert (out / "probe_scores.png").exists() and (out / "probe_training.png").exists()
+
+
+def test_probe_command_without_controls(tmp_path, tiny_model_dir):
+    out = tmp_path / "probe"
+    result = run_eval("probe", "-m", tiny_model_dir, "--tasks", "semantic", "--num-train", 24, "-n", 12,
+                      "--epochs", 1, "--no-controls", "-o", out, *FAST)
+    assert result.exit_code == 0, result.output
+    assert [r["messages"] for r in results(out)["rows"]] == ["model"]
+    assert "## Controls" not in (out / "results.md").read_text()
 
 
 def _class_folder(root, colours=((200, 30, 30), (30, 30, 200)), per_class=6):

@@ -35,6 +35,9 @@ SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate (train
 # 2-core CPU (docs/evaluation.md); 0 asks for every image, as a paper-scale evaluation wants.
 DEFAULT_EVAL_IMAGES = 100
 DEFAULT_PROBE_TRAIN = 1000
+# `eval probe` alone: enough images that every positive control reads and the intervals are a few
+# points wide, in about 5 minutes on 2 CPU cores (docs/evaluation.md, "Probes that can read").
+PROBE_COMMAND_TRAIN, PROBE_COMMAND_TEST = 2000, 1000
 DEFAULT_CROP_IMAGES = 16
 DEFAULT_CROP_COUNTS = "1,3,9"
 NumImagesOpt = Annotated[int, typer.Option(
@@ -54,7 +57,11 @@ LabelsOpt = Annotated[Optional[Path], typer.Option("--labels", help="CSV with co
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="semantic,compositional,relational (shapes) or classes.")]
 NumTrainOpt = Annotated[int, typer.Option(
     "--num-train", help="Probe-training images (0: all).")]
-ProbeInputOpt = Annotated[str, typer.Option("--probe-input", help="ids (learned embedding) | codes (FSQ codes).")]
+ProbeInputOpt = Annotated[str, typer.Option("--probe-input", help="codes (FSQ codes) | ids (learned embedding).")]
+ControlsOpt = Annotated[bool, typer.Option("--controls/--no-controls",
+                                           help="Also probe the positive (true scene) and negative (random) control "
+                                                "messages, shapes data only: a score means something only where "
+                                                "both behave.")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Most probe epochs (early stopping may end sooner).")]
 PatienceOpt = Annotated[int, typer.Option("--patience", help="Epochs without validation gain before stopping.")]
 HoldoutOpt = Annotated[float, typer.Option("--holdout-fraction", help="Share of concept pairs held out (compositional).")]
@@ -91,12 +98,12 @@ def _align_settings(layer, times, heads, direction, q):
                          qs=parse_numbers(q, float, "--q"))
 
 
-def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed):
+def _probe_settings(tasks, probe_input, epochs, patience, holdout, seed, controls=False):
     from ..eval.run_probe import ProbeSettings
 
     names = tuple(t.strip() for t in tasks.split(",") if t.strip()) if tasks else None
     return ProbeSettings(tasks=names, input=probe_input, epochs=epochs, patience=patience,
-                         holdout_fraction=holdout, seed=seed)
+                         holdout_fraction=holdout, seed=seed, controls=controls)
 
 
 def _finish(ctx: typer.Context, results: EvalResult, model: str, data: str, device, started: float) -> EvalResult:
@@ -183,14 +190,16 @@ def _align_summary(m: dict) -> str:
 @eval_app.command()
 @friendly_errors
 def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", labels: LabelsOpt = None,
-          tasks: TasksOpt = None, num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES,
-          order: OrderOpt = RASTER_SCAN, num_crops: Annotated[Optional[int], typer.Option(
+          tasks: TasksOpt = None, num_train: NumTrainOpt = PROBE_COMMAND_TRAIN,
+          num_images: NumImagesOpt = PROBE_COMMAND_TEST, order: OrderOpt = RASTER_SCAN, num_crops: Annotated[Optional[int], typer.Option(
               "--num-crops", help="Crops to observe (default 1: with --global-crop, the global crop only).")] = 1,
           global_crop: Annotated[bool, typer.Option("--global-crop/--no-global-crop",
                                                     help="Observe the whole image first (the paper probes it alone).")] = True,
-          probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
-          holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
-    """Attention probes on frozen messages: semantic, compositional, relational (shapes) or classes."""
+          probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = 30, patience: PatienceOpt = 5,
+          controls: ControlsOpt = True, holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16,
+          device: DeviceOpt = "auto"):
+    """Attention probes on frozen messages: semantic, compositional, relational (shapes) or classes, each
+    beside its positive and negative controls (shapes), with 95 % intervals; one log line per probe epoch."""
     from ..eval.run_probe import evaluate_probes, probe_datasets, write_probe_report
 
     started = time.perf_counter()
@@ -198,7 +207,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
     settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
     train, test, classes = probe_datasets(data, net.config.image_size, labels, _all_if_zero(num_train),
                                           _all_if_zero(num_images), seed=seed)
-    probe_settings = _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed)
+    probe_settings = _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed, controls)
     results = _finish(ctx, evaluate_probes(net, train, test, settings, probe_settings, classes), model, data,
                       net.device, started)
     write_probe_report(out, results)
@@ -217,7 +226,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler", fid_features: FidOpt = "none",
           layer: LayerOpt = -1, times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean",
           direction: DirectionOpt = "token_to_patch", q: QOpt = "10,20,30,40,50", tasks: TasksOpt = None,
-          probe_input: ProbeInputOpt = "ids", epochs: EpochsOpt = 50, patience: PatienceOpt = 5,
+          probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = 30, patience: PatienceOpt = 5,
           holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Every metric against the number of crops, per order, with and without the global crop."""
     from ..eval.common import load_dataset, parse_numbers
@@ -270,7 +279,7 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
              "--crop-images",
              help="Images for the crop curves, the costliest part (0: all).")]
          = DEFAULT_CROP_IMAGES,
-         epochs: EpochsOpt = 50, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
+         epochs: EpochsOpt = 30, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md.
 
     With the default sizes, about 5 minutes for the bundled model on a 2-core CPU; `-n 0

@@ -8,6 +8,8 @@ taken from the training images and early stopping, then report top-1 / top-5 on 
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,10 +26,13 @@ from ..model.comit import COMiT
 from ..model.policies import RASTER_SCAN
 from .common import EvalSettings, batches, first_items, tokenize_batch
 from .probe import AttentionProbe, append_question, evaluate_probe, split_indices, train_probe
+from .probe_controls import (CONTROL_TEXT, CONTROLS, random_codes, random_ids, scene_codes, scene_ids,
+                             scene_vocab_size)
 from .probe_tasks import Samples, Task, build_tasks, default_tasks
 from .results import MAJORITY, EvalResult, MetricSpec
 
-SHAPES_META = ("valid", "shape", "color", "size", "relations")
+SHAPES_META = ("valid", "shape", "color", "size", "relations", "center")
+MODEL_MESSAGES = "model"  # the rows of the tokenizer's own messages; the others are the controls
 
 # Each task's primary score on each of its test sets (``probe_metric_key``); the floor is
 # always answering the most frequent test label(s).
@@ -63,7 +68,7 @@ class ProbeResult(EvalResult):
     def floor(self, key: str) -> float | None:
         """The chance level of metric ``key``: the majority answer's score on its test set."""
         for row in self.rows:
-            if probe_metric_key(row) == key:
+            if row.get("messages", MODEL_MESSAGES) == MODEL_MESSAGES and probe_metric_key(row) == key:
                 return row.get(f"majority_{row['primary']}")
         return None
 
@@ -78,18 +83,24 @@ class ProbeSettings:
     """Which tasks, what the probe reads, and how it trains (see ``train_probe``)."""
 
     tasks: tuple[str, ...] | None = None  # None: every task the data supports
-    input: str = "ids"  # "ids" (learned embedding) or "codes" (the FSQ codes)
-    epochs: int = 50
+    # Chosen by measurement so that every task's positive control reads (docs/evaluation.md, "Probes
+    # that can read"): the FSQ codes (a learned embedding of 64,000 ids sees most ids once or never),
+    # small batches and a one-cycle schedule (a few thousand steps on a few thousand images).
+    input: str = "codes"  # "codes" (the FSQ codes) or "ids" (a learned embedding per token id)
+    epochs: int = 30
     patience: int = 5
-    batch_size: int = 256
+    batch_size: int = 32
     lr: float = 1e-3
+    schedule: str = "one_cycle"
     weight_decay: float = 0.05
-    dim: int = 128
+    dim: int = 64
     heads: int = 4
     depth: int = 2
     val_fraction: float = 0.1
     holdout_fraction: float = 0.2
     seed: int = 0
+    controls: bool = True  # also probe the positive and negative control messages (shapes data)
+    cells: int | None = None  # the scene control's grid side (None: the message grid's)
 
     def describe(self) -> dict:
         described = asdict(self)
@@ -126,6 +137,21 @@ class Messages:
     codes: torch.Tensor  # [N, M, D]
     meta: dict[str, torch.Tensor]
     vocab_size: int
+    levels: tuple[int, ...] = ()  # the FSQ levels of the codes (what random control codes are drawn from)
+
+    def control(self, kind: str, cells: int, seed: int) -> "Messages":
+        """The same images' control messages of the same length (``probe_controls``): ``scene`` (the
+        true scene written as tokens) or ``random``; ``seed`` fixes their random slots or tokens."""
+        count, length = self.ids.shape
+        if kind == "scene":
+            if "center" not in self.meta:
+                raise ValueError("the scene control needs object annotations (the shapes data)")
+            return Messages(scene_ids(self.meta, length, cells, seed), scene_codes(self.meta, length, cells, seed),
+                            self.meta, scene_vocab_size(cells))
+        if kind == "random":
+            return Messages(random_ids(count, length, self.vocab_size, seed),
+                            random_codes(count, length, self.levels, seed), self.meta, self.vocab_size, self.levels)
+        raise ValueError(f"unknown probe control {kind!r}; use {', '.join(CONTROLS)}")
 
     def inputs(self, samples: Samples, kind: str, vocabulary: CompactIds | None = None) -> torch.Tensor:
         """The probe inputs of ``samples``: their message (ids, renumbered by ``vocabulary`` when
@@ -174,10 +200,11 @@ def tokenize_messages(model: COMiT, dataset: Dataset, settings: EvalSettings, de
         codes.append(tokens.messages)
         metas.append(annotations(batch))
     meta = {key: torch.cat([m[key] for m in metas]) for key in metas[0]}
-    return Messages(torch.cat(ids), torch.cat(codes), meta, model.codebook_size)
+    return Messages(torch.cat(ids), torch.cat(codes), meta, model.codebook_size, model.quantizer.levels)
 
 
-def train_task_probe(task: Task, train: Messages, probe: ProbeSettings) -> TrainedProbe:
+def train_task_probe(task: Task, train: Messages, probe: ProbeSettings,
+                     log: Callable[[str], None] | None = None) -> TrainedProbe:
     """Split the task's training images into train/val, train with early stopping on val top-1."""
     images = torch.unique(task.train.image)
     if len(images) < 2:
@@ -195,11 +222,16 @@ def train_task_probe(task: Task, train: Messages, probe: ProbeSettings) -> Train
                          num_classes=len(task.classes), input=probe.input, vocab_size=vocabulary.size,
                          epochs=probe.epochs, batch_size=probe.batch_size, lr=probe.lr,
                          weight_decay=probe.weight_decay, patience=probe.patience, seed=probe.seed,
-                         progress=False, dim=probe.dim, heads=probe.heads, depth=probe.depth,
+                         schedule=probe.schedule,
+                         progress=False, log=None if log is None else _task_log(log, task.name), dim=probe.dim, heads=probe.heads, depth=probe.depth,
                          question_vocab=task.question_vocab, question_length=task.question_length,
                          num_positions=train.ids.shape[1])
     return TrainedProbe(task, result.model, vocabulary, result.best_epoch, result.top1, len(fit), len(val),
                         [{"task": task.name, **row} for row in result.history])
+
+
+def _task_log(log: Callable[[str], None], task: str) -> Callable[[str], None]:
+    return lambda line: log(f"{task}: {line}")
 
 
 def score_probe(trained: TrainedProbe, test: Messages, probe: ProbeSettings) -> list[dict]:
@@ -211,10 +243,12 @@ def score_probe(trained: TrainedProbe, test: Messages, probe: ProbeSettings) -> 
                "train_samples": trained.train_samples, "val_samples": trained.val_samples,
                "best_epoch": trained.best_epoch, "val_top1": trained.val_top1}
         if len(samples) == 0:
-            rows.append({**row, "top1": None, "top5": None, "majority_top1": None, "majority_top5": None})
+            rows.append({**row, "top1": None, "top5": None, "majority_top1": None, "majority_top5": None,
+                         "prior_top1": None, "prior_top5": None})
             continue
         scores = evaluate_probe(trained.probe, test.inputs(samples, probe.input, trained.vocabulary), samples.label)
-        rows.append({**row, **scores, **constant_guess(samples.label, len(trained.task.classes))})
+        rows.append({**row, **scores, **constant_guess(samples.label, len(trained.task.classes)),
+                     **prior_guess(trained.task.train.label, samples.label, len(trained.task.classes))})
     return rows
 
 
@@ -225,8 +259,19 @@ def constant_guess(labels: torch.Tensor, num_classes: int) -> dict[str, float]:
     return {"majority_top1": float(counts[0]) / len(labels), "majority_top5": float(counts[:k].sum()) / len(labels)}
 
 
+def prior_guess(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """What always answering the most frequent TRAINING labels scores on the test labels: the best a
+    probe that reads nothing can learn (the negative control's chance). Below the test majority where
+    the test's labels are distributed otherwise (the compositional task's held-out pairs)."""
+    ranked = torch.bincount(train_labels, minlength=num_classes).argsort(descending=True, stable=True)
+    k = min(5, num_classes)
+    hits = test_labels[:, None] == ranked[None, :k]
+    return {"prior_top1": float(hits[:, 0].float().mean()), "prior_top5": float(hits.any(1).float().mean())}
+
+
 def train_probes(train: Messages, test: Messages, probe: ProbeSettings, classes: list[str] | None = None,
-                 progress: bool = True) -> tuple[list[TrainedProbe], list[str]]:
+                 progress: bool = True, log: Callable[[str], None] | None = None
+                 ) -> tuple[list[TrainedProbe], list[str]]:
     """A trained probe per task (tasks the data cannot support are refused with a clear error)."""
     names = probe.tasks or default_tasks(train.meta)
     tasks = build_tasks(names, train.meta, test.meta, classes, probe.holdout_fraction, probe.seed)
@@ -234,7 +279,7 @@ def train_probes(train: Messages, test: Messages, probe: ProbeSettings, classes:
     with few_threads():
         for task in progress_bar(tasks, desc="probes", unit="task", enabled=progress, leave=False):
             notes += [f"{task.name}: {note}" for note in task.notes]
-            trained.append(train_task_probe(task, train, probe))
+            trained.append(train_task_probe(task, train, probe, log))
     return trained, notes
 
 
@@ -253,19 +298,70 @@ def evaluate_probes(model: COMiT, train_dataset: Dataset, test_dataset: Dataset,
     """Train probes on messages of ``train_dataset`` and test them on ``test_dataset``.
 
     Items need ``image`` and either the shapes annotations (tasks semantic / compositional /
-    relational) or ``label`` / ``labels`` (task classes).
+    relational) or ``label`` / ``labels`` (task classes). With ``probe.controls`` (shapes data) each
+    task is also probed on its positive and negative control messages (``probe_controls``), rows
+    marked by ``messages``; ``metrics`` hold the model's rows only.
     """
     settings, probe = settings or probe_policy(), probe or ProbeSettings()
     settings.check(model)
     train = tokenize_messages(model, train_dataset, settings, "tokenize train")
     test = tokenize_messages(model, test_dataset, settings, "tokenize test")
-    trained, notes = train_probes(train, test, probe, classes or dataset_classes(train_dataset), settings.progress)
-    rows = [row for t in trained for row in score_probe(t, test, probe)]
-    notes += [f"{r['task']}/{r['test']}: no test samples" for r in rows if r["test_samples"] == 0]
-    metrics = {probe_metric_key(r): r[r["primary"]] for r in rows}
-    return ProbeResult(metrics=metrics, rows=rows, history=[h for t in trained for h in t.history], notes=notes,
+    sources = {MODEL_MESSAGES: (train, test)}
+    if probe.controls and "center" in train.meta:
+        sources.update(control_messages(train, test, probe))
+    rows, history, notes = probe_sources(sources, probe, classes or dataset_classes(train_dataset), settings.progress)
+    metrics = {probe_metric_key(r): r[r["primary"]] for r in rows if r["messages"] == MODEL_MESSAGES}
+    return ProbeResult(metrics=metrics, rows=rows, history=history, notes=notes,
                        settings={**settings.describe(), **probe.describe(), "train_images": len(train.ids),
                                  "test_images": len(test.ids)})
+
+
+def control_messages(train: Messages, test: Messages, probe: ProbeSettings) -> dict[str, tuple[Messages, Messages]]:
+    """Each control's (train, test) messages, as long as the model's; the scene is written on the
+    message's own grid (``probe.cells``, or the square root of the message length)."""
+    cells = probe.cells or max(1, round(train.ids.shape[1] ** 0.5))
+    return {kind: (train.control(kind, cells, seed=2 * probe.seed + 1), test.control(kind, cells, seed=2 * probe.seed + 2))
+            for kind in CONTROLS}
+
+
+def probe_sources(sources: dict[str, tuple[Messages, Messages]], probe: ProbeSettings, classes: list[str],
+                  progress: bool) -> tuple[list[dict], list[dict], list[str]]:
+    """Probe every task on each source of messages (the model's, the controls): score rows with their
+    95 % intervals, the training history, and the tasks' notes (once)."""
+    rows, history, notes = [], [], []
+    for source, (train, test) in sources.items():
+        log = _epoch_log(source) if progress else None
+        trained, task_notes = train_probes(train, test, probe, classes, progress=False, log=log)
+        notes = notes or task_notes
+        rows += [{"messages": source, **with_interval(row)} for t in trained for row in score_probe(t, test, probe)]
+        history += [{"messages": source, **h} for t in trained for h in t.history]
+    notes += [f"{r['task']}/{r['test']}: no test samples" for r in rows
+              if r["test_samples"] == 0 and r["messages"] == MODEL_MESSAGES]
+    return rows, history, notes
+
+
+def with_interval(row: dict) -> dict:
+    """The row with the 95 % Wilson interval of its primary score (test samples as independent draws;
+    samples of one image are not, so the interval is a little narrow)."""
+    score, count = row.get(row["primary"]), row["test_samples"]
+    if score is None or not count:
+        return {**row, "ci95_low": None, "ci95_high": None}
+    low, high = wilson_interval(score, count)
+    return {**row, "ci95_low": low, "ci95_high": high}
+
+
+def wilson_interval(rate: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``rate`` observed over ``count`` trials."""
+    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * ((rate * (1 - rate) / count + z * z / (4 * count * count)) ** 0.5) / (1 + z * z / count)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _epoch_log(source: str) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        print(f"probe ({source} messages) {line}", file=sys.stderr, flush=True)
+
+    return log
 
 
 def dataset_classes(dataset: Dataset) -> list[str]:
@@ -319,8 +415,39 @@ def _random_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Da
     return Subset(dataset, sorted(train.tolist())), Subset(dataset, sorted(test.tolist()))
 
 
-PROBE_COLUMNS = ["task", "test", "primary", "top1", "top5", "majority_top1", "majority_top5", "num_classes",
-                 "train_samples", "val_samples", "test_samples", "best_epoch"]
+PROBE_COLUMNS = ["messages", "task", "test", "primary", "top1", "top5", "ci95_low", "ci95_high", "prior_top1",
+                 "prior_top5", "majority_top1", "majority_top5", "num_classes", "train_samples", "val_samples", "test_samples", "best_epoch"]
+
+
+def controls_verdict(rows: list[dict]) -> list[dict]:
+    """Per task and test set: the model's score beside its controls'. The positive control must be far
+    above chance (at least halfway from the higher of the two chance levels to 1), else the probe
+    cannot read this task and the model's score says nothing; the negative control's interval must
+    hold chance, the training labels' prior (``prior_guess``: what a probe that reads nothing learns)."""
+    table = {}
+    for row in rows:
+        if row.get(row["primary"]) is None:
+            continue
+        entry = table.setdefault((row["task"], row["test"]), {
+            "task": row["task"], "test": row["test"], "primary": row["primary"],
+            "chance": row[f"prior_{row['primary']}"], "majority": row[f"majority_{row['primary']}"]})
+        entry[row["messages"]] = row[row["primary"]]
+        entry[f"{row['messages']}_ci95"] = f"{row['ci95_low']:.3f}–{row['ci95_high']:.3f}"
+    for entry in table.values():
+        scene, random_ci = entry.get("scene"), entry.get("random_ci95")
+        floor = max(entry["chance"], entry["majority"])
+        entry["probe_reads"] = None if scene is None else scene >= floor + 0.5 * (1 - floor)
+        entry["random_at_chance"] = None if random_ci is None else _holds(random_ci, entry["chance"])
+    return list(table.values())
+
+
+def _holds(interval: str, value: float) -> bool:
+    low, high = (float(x) for x in interval.split("–"))
+    return low <= value <= high
+
+
+CONTROL_COLUMNS = ["task", "test", "primary", "chance", "majority", MODEL_MESSAGES, f"{MODEL_MESSAGES}_ci95", "scene",
+                   "scene_ci95", "random", "random_ci95", "probe_reads", "random_at_chance"]
 
 
 def write_probe_report(out: Path, results: ProbeResult) -> None:
@@ -328,16 +455,31 @@ def write_probe_report(out: Path, results: ProbeResult) -> None:
     from ..viz.plots import plot_bars, plot_curves
     from .report import markdown_report, markdown_table, write_results
 
-    sections = [("Scores", markdown_table(results.rows, PROBE_COLUMNS) +
-                 "\n\n`primary` is the number the paper reports for this kind of task; `majority_top1` / "
-                 "`majority_top5` are what always answering the most frequent test label(s) scores.")]
-    scored = [r for r in results.rows if r["top1"] is not None]
+    rows = [{"messages": MODEL_MESSAGES, **r} for r in results.rows]  # results written before the controls
+    sections = [("Scores", markdown_table(rows, PROBE_COLUMNS) +
+                 "\n\n`messages`: the tokenizer's (`model`) or a control's — " +
+                 "; ".join(f"`{k}`: {v}" for k, v in CONTROL_TEXT.items()) +
+                 ". `primary` is the number the paper reports for this kind of task; `ci95_low` / `ci95_high` its "
+                 "95 % Wilson interval over the test samples; `prior_top1` / `prior_top5` what always answering the "
+                 "most frequent TRAINING label(s) scores (chance: what a probe that reads nothing learns); "
+                 "`majority_top1` / `majority_top5` the same with the test's own most frequent labels.")]
+    if any(r["messages"] != MODEL_MESSAGES for r in rows):
+        sections.append(("Controls", markdown_table(controls_verdict(rows), CONTROL_COLUMNS) +
+                         "\n\n`probe_reads`: the positive control scores at least halfway from chance to 1 (the "
+                         "probe can read this task's answer when a message holds it); `random_at_chance`: the "
+                         "negative control's interval holds chance. A model score means something only where both "
+                         "hold."))
+    scored = [r for r in rows if r["top1"] is not None]
     if scored:
-        long = [{"probe": f"{r['task']}/{r['test']}", "metric": k, "accuracy": r[k]} for r in scored
-                for k in ("top1", "top5", "majority_top1", "majority_top5")]
-        plot_bars(long, x="probe", y="accuracy", hue="metric", path=out / "probe_scores.png", title="Probes")
+        long = [{"probe": f"{r['task']}/{r['test']}", "messages": r["messages"], "accuracy": r[r["primary"]]}
+                for r in scored]
+        long += [{"probe": f"{r['task']}/{r['test']}", "messages": "chance", "accuracy": r[f"majority_{r['primary']}"]}
+                 for r in scored if r["messages"] == MODEL_MESSAGES]
+        plot_bars(long, x="probe", y="accuracy", hue="messages", path=out / "probe_scores.png",
+                  title="Probes: primary score per messages (chance: the majority answer)")
         sections.append(("Plots", "![scores](probe_scores.png)\n\n![validation top-1 per epoch](probe_training.png)"))
-        plot_curves(results.history, x="epoch", y="val_top1", hue="task", path=out / "probe_training.png",
+        history = [{**h, "run": f"{h['task']} ({h.get('messages', MODEL_MESSAGES)})"} for h in results.history]
+        plot_curves(history, x="epoch", y="val_top1", hue="run", path=out / "probe_training.png",
                     title="Probe training (validation top-1)")
     data = results.to_json()
     write_results(out, data, markdown_report("Probes", data, sections))

@@ -9,7 +9,7 @@ from comit.experiments.runner import START, train_command, start_units, unit_con
 from comit.train.config import ConfigError, load_config, parse_override
 
 
-@pytest.mark.parametrize("name", ["structure", "structure-tiny", "structure-gpu"])
+@pytest.mark.parametrize("name", ["structure", "structure-tiny", "structure-gpu", "structure-shared-start"])
 def test_shipped_experiments_resolve_with_equal_budgets(name):
     assert name in shipped_experiments()
     config = load_experiment(name)
@@ -17,11 +17,16 @@ def test_shipped_experiments_resolve_with_equal_budgets(name):
                (config.train_config(arm, seed) for arm in config.arms for seed in config.seeds)}
     assert len(budgets) == 1 and len(config.seeds) >= 3
     assert config.train_config("G", 0).step.max_crops == 1 and config.train_config("G", 0).step.global_first_p == 1
-    assert config.train_config("L-noSREPA", 0).step.srepa_weight == 0
+    if "L-noSREPA" in config.arms:
+        assert config.train_config("L-noSREPA", 0).step.srepa_weight == 0
     assert config.train_config("L", 0).step.global_first_p == 0.5 and config.train_config("L", 0).max_crops() == 10
     assert {config.train_config("L", s).loop.seed for s in config.seeds} == set(config.seeds)
-    start = config.start_config(config.start_seed(0))  # the arms' start sees the global crop only
-    assert start.step.max_crops == 1 and start.model == config.train_config("L", 0).model
+    if name == "structure-shared-start":  # the 2026-12-06 run: the arms' start sees the global crop only
+        start = config.start_config(config.start_seed(0))
+        assert start.step.max_crops == 1 and start.model == config.train_config("L", 0).model
+    else:  # every unit from a fresh model, the arms differing only in their crops from the first step
+        assert config.start is None and all("init.weights" not in config.train_overrides(a, 0) for a in config.arms)
+        assert config.train_config("L", 0).step.global_warmup_steps == 0
 
 
 def test_units_run_seed_by_seed():
@@ -29,9 +34,9 @@ def test_units_run_seed_by_seed():
     assert units(config) == [Unit("L", 4), Unit("G", 4), Unit("L", 5), Unit("G", 5)]  # the config's arm order
 
 
-@pytest.mark.parametrize("unit", [Unit("G", 2), Unit(START, 0)])
-def test_train_command_repeats_the_unit(tmp_path, unit):
-    config = load_experiment("structure")
+@pytest.mark.parametrize("name, unit", [("structure", Unit("G", 2)), ("structure-shared-start", Unit(START, 0))])
+def test_train_command_repeats_the_unit(tmp_path, name, unit):
+    config = load_experiment(name)
     words = train_command(config, unit, tmp_path).split()
     assert words[:5] == ["comit", "train", config.base, "--out", str(tmp_path / "runs" / unit.arm / f"seed-{unit.seed}")]
     again = load_config(words[2], dict(parse_override(w) for w in words[5:]))
@@ -39,20 +44,20 @@ def test_train_command_repeats_the_unit(tmp_path, unit):
 
 
 def test_arms_continue_from_their_seeds_start(tmp_path):
-    config = load_experiment("structure-tiny", seeds=[0, 1])
+    config = load_experiment("structure-shared-start", ["start.overrides.loop.max_steps=2"], seeds=[0, 1])
     assert start_units(config) == [Unit(START, 0)]  # start.seed 0: one start for every seed
     for seed in (0, 1):
         assert unit_config(config, Unit("L", seed), tmp_path).init.weights == str(tmp_path / "runs/start/seed-0/model")
-    per_seed = load_experiment("structure-tiny", ["start.seed=null"], seeds=[0, 1])
+    per_seed = load_experiment("structure-shared-start", ["start.seed=null"], seeds=[0, 1])
     assert start_units(per_seed) == [Unit(START, 0), Unit(START, 1)]
     assert unit_config(per_seed, Unit("G", 1), tmp_path).init.weights == str(tmp_path / "runs/start/seed-1/model")
     assert unit_config(per_seed, Unit(START, 1), tmp_path).loop.seed == 1
-    fresh = load_experiment("structure-tiny", ["start=null"])
+    fresh = load_experiment("structure-shared-start", ["start=null"])
     assert start_units(fresh) == [] and unit_config(fresh, Unit("L", 0), tmp_path).init.weights is None
 
 
 def test_selecting_arms_drops_their_claims_and_curves():
-    config = load_experiment("structure", arms=["G", "L-noSREPA"])
+    config = load_experiment("structure-shared-start", arms=["G", "L-noSREPA"])
     assert list(config.arms) == ["G", "L-noSREPA"] and config.eval.curves.arms == [] and config.claims == []
 
 
@@ -75,5 +80,5 @@ def test_bad_experiments_are_one_line_errors(overrides, message):
 
 
 def test_unknown_experiment_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="shipped: structure, structure-gpu, structure-tiny"):
+    with pytest.raises(ConfigError, match="shipped: structure, structure-gpu, structure-shared-start, structure-tiny"):
         load_experiment("nope")

@@ -19,8 +19,13 @@ from comit.cli import app
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow  # trains and evaluates 4 tiny models (~30 s on 2 cores)
+# structure-tiny trains every unit from scratch; most tests here add a shared start (every arm continues one
+# global-crop model), the runner's other mode.
+START_OVERRIDE = ("start={description: the global crop only, seed: 0, overrides: {step: {global_first_p: 1.0, max_crops: 1}, "
+         "optim: {batch_size: 4, warmup_steps: 1}, loop: {max_steps: 2, log_every: 1, checkpoint_every: 2, "
+         "sample_every: 0, eval_every: 2, eval_images: 4}}}")
 SMOKE = ["--config", "structure-tiny", "--seeds", "0,1", "--arms", "L,G", "--threads", "1", "--quiet",
-         "train.loop.checkpoint_every=1"]
+         "train.loop.checkpoint_every=1", START_OVERRIDE]
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +91,7 @@ def test_report_has_table_claims_curves_and_plots(finished):
     for name in ("arms_alignment_probes.png", "arms_psnr.png", "crops_miou_image.png", "crops_psnr.png"):
         assert Image.open(out / name).format == "PNG"
     assert not (out / "evals" / "G" / "seed-0" / "crops").exists()
-    assert not [p for p in out.rglob(".*")]  # no lock, no temporary files left
+    assert [p.name for p in out.rglob(".*")] == [".gitignore"]  # no lock, no temporary files left
 
 
 def test_the_arms_continue_from_one_start(finished):
@@ -142,7 +147,8 @@ def test_a_start_another_process_trains_is_waited_for(copy, monkeypatch):
     finish = threading.Timer(0.3, lambda: (start.run_dir(copy) / "unit.json").write_bytes(record))
     said = []
     finish.start()
-    train_start(load_experiment("structure-tiny"), start, copy, progress=False, say=said.append, poll_s=0.05)
+    train_start(load_experiment("structure-tiny", [START_OVERRIDE]), start, copy, progress=False, say=said.append,
+                poll_s=0.05)
     finish.join()
     assert said == ["start, seed 0: in progress in another process, waiting for it"]
 
@@ -157,7 +163,8 @@ def test_the_start_trains_on_its_own_thread_count(copy, monkeypatch):
     seen = []
     monkeypatch.setattr(runner, "train_unit", lambda *args, **kwargs: seen.append(torch.get_num_threads()))
     torch.set_num_threads(1)
-    runner.train_start(load_experiment("structure-tiny"), start, copy, progress=False, say=lambda _: None, threads=2)
+    runner.train_start(load_experiment("structure-tiny", [START_OVERRIDE]), start, copy, progress=False,
+                       say=lambda _: None, threads=2)
     assert seen == [2] and torch.get_num_threads() == 1
 
 
@@ -269,3 +276,84 @@ def test_bad_experiments_fail_before_any_work(tmp_path, extra, message):
 def test_report_only_needs_an_experiment(tmp_path):
     result = run(tmp_path / "empty", "--report-only")
     assert result.exit_code == 1 and "no experiment yet" in result.output
+
+
+# ---------------------------------------------------------------------- a run that outlives the machine
+SCRATCH = ["--config", "structure-tiny", "--seeds", "0", "--arms", "L,G", "--threads", "1", "--quiet", "--commit"]
+
+
+def _git(cwd, *args) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def committed(tmp_path, monkeypatch):
+    """A git repository whose experiment folder was run with --commit: (repo, experiment folder)."""
+    for who in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{who}_NAME", "test")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "test@example.com")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("runs/\n")  # as this project's: run folders are ignored anywhere
+    (repo / "other.txt").write_text("work in progress\n")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "commit", "-q", "-m", "start")
+    _git(repo, "add", "other.txt")  # staged work of the user's must stay out of the experiment's commits
+    out = repo / "docs" / "results" / "exp"
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(out), *SCRATCH])
+    assert result.exit_code == 0, result.output
+    assert "committed" in result.output and "after arm G, seed 0" in result.output
+    return repo, out
+
+
+def _report(out) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    results.pop("run")  # this session's time and machine
+    return results
+
+
+def test_each_finished_unit_is_committed_without_its_weights(committed):
+    repo, out = committed
+    messages = _git(repo, "log", "--format=%s").splitlines()
+    assert messages[:2] == ["structure-tiny: arm G, seed 0 finished (2/2 units)",
+                            "structure-tiny: arm L, seed 0 finished (1/2 units)"]
+    kept = _git(repo, "ls-tree", "-r", "--name-only", "HEAD").splitlines()
+    assert "docs/results/exp/runs/L/seed-0/unit.json" in kept and "docs/results/exp/results.md" in kept
+    assert "docs/results/exp/evals/G/seed-0/probe/results.json" in kept
+    assert not [f for f in kept if f.endswith(".safetensors") or "/checkpoints/" in f or f.endswith(".lock")]
+    assert "other.txt" not in kept and "A  other.txt" in _git(repo, "status", "--short")
+
+
+def test_a_fresh_clone_resumes_on_the_committed_units_alone(committed, tmp_path, monkeypatch):
+    repo, out = committed
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    again = clone / "docs" / "results" / "exp"
+    assert not list(again.rglob("*.safetensors"))  # the weights stayed behind
+    _no_work(monkeypatch)
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(again), *SCRATCH])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("done before") == 2 and "2/2 units finished" in result.output
+    assert _report(again) == _report(out)
+    # Nothing new but the rebuilt report (its Run section names this session), nothing left behind.
+    assert sorted(_git(clone, "status", "--short").splitlines()) == [" M docs/results/exp/results.json",
+                                                                     " M docs/results/exp/results.md"]
+
+
+def test_a_unit_whose_model_is_gone_before_its_evaluation_is_trained_again(committed, tmp_path):
+    repo, out = committed
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    again = clone / "docs" / "results" / "exp"
+    shutil.rmtree(again / "evals" / "G" / "seed-0" / "probe")  # the machine stopped during G's evaluation
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(again), *SCRATCH])
+    assert result.exit_code == 0, result.output
+    assert "arm G, seed 0: train" in result.output and "2/2 units finished" in result.output
+    assert (again / "evals" / "G" / "seed-0" / "probe" / "results.json").is_file()
+
+
+def test_commit_outside_a_git_work_tree_is_refused_before_any_work(tmp_path):
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(tmp_path / "exp"), *SCRATCH])
+    assert result.exit_code == 1 and "--commit needs the experiment folder inside a git work tree" in result.output
+    assert not (tmp_path / "exp").exists()

@@ -52,6 +52,9 @@ def structure(
                                     "process waits for (default: --threads).")] = None,
         report_only: Annotated[bool, typer.Option("--report-only", help="Only rebuild DIR/results.md from what "
                                                                          "is finished; train nothing.")] = False,
+        commit: Annotated[bool, typer.Option("--commit", help="After each finished unit, git-commit the experiment "
+                                                               "folder (results and logs; weights stay out), so a "
+                                                               "run outlives the machine.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (logs stay readable).")] = False):
     """Does training on local-crop sequences make tokens line up with objects? Arms x seeds, one command."""
     import torch
@@ -59,7 +62,7 @@ def structure(
     from ..experiments.config import load_experiment
     from ..experiments.report import write_experiment_report
     from ..devices import resolve_device
-    from ..experiments.runner import run_experiment
+    from ..experiments.runner import commit_folder, git_work_tree, run_experiment
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)
@@ -69,11 +72,18 @@ def structure(
     if threads is not None:
         torch.set_num_threads(threads)
     experiment = load_experiment(config, overrides or [], _numbers(seeds, "--seeds"), _names(arms))
-    command = _command(out, overrides, config, seeds, arms, device, threads, start_threads, quiet)
+    command = _command(out, overrides, config, seeds, arms, device, threads, start_threads, commit, quiet)
     where = str(resolve_device(device))
+    if commit:
+        git_work_tree(out)  # refused before any work, not after the first unit
 
-    def report(_unit=None) -> dict:
-        return write_experiment_report(experiment, out, command, where, time.perf_counter() - started)
+    def report(unit=None) -> dict:
+        results = write_experiment_report(experiment, out, command, where, time.perf_counter() - started)
+        if commit and unit is not None and commit_folder(Path(out), f"{experiment.name}: arm {unit.arm}, seed "
+                                                         f"{unit.seed} finished ({results['units_done']}/"
+                                                         f"{results['units_total']} units)"):
+            typer.echo(f"committed {out} after arm {unit.arm}, seed {unit.seed}")
+        return results
 
     if not report_only:
         run_experiment(experiment, out, command, device=device, progress=not quiet, after_unit=report,
@@ -86,13 +96,12 @@ def structure(
     typer.echo(f"{results['units_done']}/{results['units_total']} units finished; report: {Path(out) / 'results.md'}")
 
 
-def _command(out, overrides, config, seeds, arms, device, threads, start_threads, quiet) -> list[str]:
+def _command(out, overrides, config, seeds, arms, device, threads, start_threads, commit, quiet) -> list[str]:
     """The command that repeats (or continues) this experiment, every choice spelled out."""
     words = ["comit", "experiment", "structure", "--out", str(out), "--config", config, "--device", device]
     for flag, value in (("--seeds", seeds), ("--arms", arms), ("--threads", threads),
                         ("--start-threads", start_threads)):
         if value is not None:
             words += [flag, str(value)]
-    if quiet:
-        words.append("--quiet")
+    words += ["--commit"] * commit + ["--quiet"] * quiet
     return words + list(overrides or [])

@@ -181,6 +181,32 @@ def curve_table(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult
 
 
 # ---------------------------------------------------------------------- claims
+def control_table(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
+    """Per probe task and test set: chance and the control messages' scores, averaged over the units
+    that measured them (the controls read no model, so the arms of one seed share them), and whether
+    every unit's controls behaved (``controls_verdict``)."""
+    from ..eval.run_probe import controls_verdict
+
+    found: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for unit_parts in parts.values():
+        probe = unit_parts.get("probe")
+        if isinstance(probe, ProbeResult):
+            for entry in controls_verdict(probe.rows):
+                found[(entry["task"], entry["test"])].append(entry)
+    table = []
+    for (task, test), entries in found.items():
+        if not any(e.get("scene") is not None for e in entries):
+            continue
+        row = {"task": task, "test": test, "primary": entries[0]["primary"], "units": len(entries)}
+        for key in ("chance", "majority", "scene", "random"):
+            values = [e[key] for e in entries if e.get(key) is not None]
+            row[key] = sum(values) / len(values) if values else None
+        for key in ("probe_reads", "random_at_chance"):
+            row[key] = all(e[key] for e in entries if e.get(key) is not None)
+        table.append(row)
+    return table
+
+
 def check_claims(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """Each claim's paired difference (expected better minus expected worse) and a verdict."""
     curves = curve_values(config, parts)

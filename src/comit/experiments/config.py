@@ -92,8 +92,9 @@ class EvalConfig(_Section):
     cfg: float = Field(7.5, ge=0)
     batch_size: int = Field(32, ge=1)
     fid_features: str = "shapes-teacher"
-    probe_epochs: int = Field(50, ge=1)
-    probe_patience: int = Field(5, ge=1)
+    probe_epochs: int | None = Field(None, ge=1)  # None: the probe's defaults (``ProbeSettings``)
+    probe_patience: int | None = Field(None, ge=1)
+    probe_controls: bool = True  # each unit's probes also read the positive and negative control messages
     policies: dict[str, PolicyConfig] = Field(default_factory=lambda: {
         "global": PolicyConfig(), "all": PolicyConfig(num_crops=None)})
     curves: CurvesConfig = Field(default_factory=CurvesConfig)

@@ -12,8 +12,8 @@ from pathlib import Path
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
 from ..train.run_log import VAL_FILE, last_line
 from ..train.step import LOSS_TERMS
-from .aggregate import (arm_table, check_claims, collapsed_units, curve_table, failed_gate, gate_gains, load_parts,
-                        load_training)
+from .aggregate import (arm_table, check_claims, collapsed_units, control_table, curve_table, failed_gate,
+                        gate_gains, load_parts, load_training)
 from .config import ExperimentConfig
 from .runner import start_units, unit_evaluated, units
 from .statistics import Estimate
@@ -53,6 +53,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
     return {"name": config.name, "complete": len(done) == len(all_units),
             "units_done": len(done), "units_total": len(all_units),
             "arm_table": arm_table(config, parts), "curves": curve_table(config, parts),
+            "probe_controls": control_table(parts),
             "claims": check_claims(config, parts), "units": unit_rows,
             "train_commands": [training[u]["command"] for u in [*start_units(config), *all_units] if u in training],
             "config": config.model_dump(mode="json"), "setup": describe_setup(config),
@@ -171,6 +172,18 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
                   f"`{n}`: {_policy_text(p)}" for n, p in config.eval.policies.items()) +
               ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
               "(alignment) or always the most frequent label(s) (probes).", ""]
+    if results.get("probe_controls"):
+        lines += ["## Probe controls", "", "Each probe also read two kinds of control messages of the same length "
+                  "(`comit.eval.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
+                  "shape, size and cell, in random slots) and random tokens (`random`). A model's probe score means "
+                  "something only where the probe reads the scene (`probe_reads`: at least halfway from chance to "
+                  "1) and the random messages stay at chance (`random_at_chance`: chance inside the 95 % interval; "
+                  "chance = always answering the most frequent training labels). Mean over the units that "
+                  "measured them.", "",
+                  markdown_table([{k: fmt(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                                  for row in results["probe_controls"]],
+                                 ["task", "test", "primary", "units", "chance", "majority", "scene", "random",
+                                  "probe_reads", "random_at_chance"]), ""]
     if results["curves"]:
         metrics = [m for m in _curve_metrics(results["curves"])]
         curve_rows = [{"arm": r["arm"], "policy": r["policy"], "crops": r["num_crops"],

@@ -44,6 +44,17 @@ if TYPE_CHECKING:
 UNIT_FILE = "unit.json"
 MODEL_DIR = "model"  # where ``comit.train.loop.train`` puts the final model inside a run folder
 EXPERIMENT_FILE = "experiment.yaml"
+# An experiment folder may live in a git work tree (``docs/results/...``) and be committed unit by
+# unit: its results and logs are kept, its weights are not (they are large and rebuilt by training).
+# ``!runs/`` undoes a parent folder's ``runs/`` rule (this repository ignores run folders anywhere).
+GITIGNORE = """# Written by comit experiment: results and logs are kept, weights and locks are not.
+!runs/
+checkpoints/
+model/
+*.safetensors
+*.lock
+*.tmp
+"""
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,8 @@ def prepare_output(config: ExperimentConfig, out: Path) -> None:
         now["eval"]["curves"]["arms"] = list(dict.fromkeys(curve_arms + now["eval"]["curves"]["arms"]))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Path(tmp).write_text(yaml.safe_dump(now, sort_keys=False)))
+    if not (out / ".gitignore").is_file():
+        atomic_write(out / ".gitignore", lambda tmp: Path(tmp).write_text(GITIGNORE))
 
 
 @contextmanager
@@ -179,7 +192,12 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
     record_path = run_dir / UNIT_FILE
     if record_path.is_file():
         _check_same_training(run_dir, resolved)
-        return json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text())
+        if (run_dir / record["model"]).is_dir() or unit.arm != START and unit_evaluated(config, unit, out):
+            return record
+        # Trained, but its model is gone before its evaluation finished (a fresh clone of committed
+        # results, a new machine): the logs alone cannot be evaluated, so the unit is trained again.
+        forget_unit(config, unit, out)
     resume_from = latest_checkpoint(run_dir / "checkpoints")
     if resume_from is not None:
         _check_same_training(run_dir, resolved)
@@ -193,6 +211,15 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
               "final": _final_losses(run_dir)}
     atomic_write_json(record_path, record)
     return record
+
+
+def forget_unit(config: ExperimentConfig, unit: Unit, out: Path) -> None:
+    """Remove what a unit left (its run folder, and its evaluation unless it is a start) so it trains anew."""
+    import shutil
+
+    shutil.rmtree(unit.run_dir(out), ignore_errors=True)
+    if unit.arm != START:
+        shutil.rmtree(unit.eval_dir(out), ignore_errors=True)
 
 
 def train_start(config: ExperimentConfig, start: Unit, out: Path, progress: bool = True,
@@ -230,6 +257,40 @@ def code_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def git_work_tree(folder: Path) -> Path:
+    """The top of the git work tree that holds ``folder`` (a one-line error outside one)."""
+    import subprocess
+
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.is_dir())  # the folder may not exist yet
+    found = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=existing, capture_output=True, text=True,
+                           timeout=30)
+    if found.returncode != 0:
+        raise ValueError(f"--commit needs the experiment folder inside a git work tree; {folder} is not in one "
+                         "(put --out under a clone, e.g. docs/results/NAME, or leave out --commit)")
+    return Path(found.stdout.strip())
+
+
+def commit_folder(folder: Path, message: str) -> bool:
+    """Commit the experiment folder alone (its ``.gitignore`` keeps weights out); other staged or
+    changed files of the work tree are left as they are. False when there was nothing new."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=120)
+
+    git_work_tree(folder)
+    added = git("add", "--", ".")
+    if added.returncode != 0:
+        raise RuntimeError(f"git add in {folder} failed: {added.stderr.strip()}")
+    if git("diff", "--cached", "--quiet", "--", ".").returncode == 0:
+        return False
+    done = git("commit", "-q", "-m", message, "--", ".")
+    if done.returncode != 0:
+        raise RuntimeError(f"git commit in {folder} failed: {done.stderr.strip()}")
+    return True
 
 
 def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
@@ -290,7 +351,9 @@ def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
 
     ev = config.eval
     common = dict(steps=ev.steps, cfg=ev.cfg, seed=unit.seed, batch_size=ev.batch_size, progress=progress)
-    probe = ProbeSettings(epochs=ev.probe_epochs, patience=ev.probe_patience, seed=unit.seed)
+    chosen = {"epochs": ev.probe_epochs, "patience": ev.probe_patience}
+    probe = ProbeSettings(**{k: v for k, v in chosen.items() if v is not None}, seed=unit.seed,
+                          controls=ev.probe_controls)
     parts = {}
     for name, policy in ev.policies.items():
         settings = EvalSettings(order=policy.order, num_crops=policy.num_crops, global_crop=policy.global_crop,

@@ -88,8 +88,11 @@ def test_report_has_table_claims_curves_and_plots(finished):
     assert "L − G on align-global/miou_image:" in output
     markdown = (out / "results.md").read_text()
     assert "Status: **complete**" in markdown and "(n=2)" in markdown and "comit train tiny --out" in markdown
-    for name in ("arms_alignment_probes.png", "arms_psnr.png", "crops_miou_image.png", "crops_psnr.png"):
+    for name in ("arms_alignment_probes.png", "arms_psnr.png", "crops_miou_image.png", "crops_psnr.png",
+                 "tokens_over_objects.png", "evals/G/seed-1/tokens/tokens_over_objects.png"):
         assert Image.open(out / name).format == "PNG"
+    assert "## Probe controls" in markdown and "tokens_over_objects.png" in markdown
+    assert all(row["machine"] and row["finished"] for row in results["units"] if row["arm"] != "start")
     assert not (out / "evals" / "G" / "seed-0" / "crops").exists()
     assert [p.name for p in out.rglob(".*")] == [".gitignore"]  # no lock, no temporary files left
 
@@ -357,3 +360,38 @@ def test_commit_outside_a_git_work_tree_is_refused_before_any_work(tmp_path):
     result = runner.invoke(app, ["experiment", "structure", "--out", str(tmp_path / "exp"), *SCRATCH])
     assert result.exit_code == 1 and "--commit needs the experiment folder inside a git work tree" in result.output
     assert not (tmp_path / "exp").exists()
+
+
+def test_the_gpu_experiment_runs_at_tiny_size_on_the_cpu(tmp_path):
+    # structure-gpu as shipped (its data, latents, arms, claims, bf16 training), shrunk to seconds.
+    tiny = ["train.model.hidden_size=32", "train.model.depth=3", "train.model.num_heads=2", "train.step.projector_hidden=32",
+            "train.optim.batch_size=4", "train.optim.warmup_steps=1", "train.optim.decay_steps=1", "train.loop.max_steps=2",
+            "train.loop.eval_every=2", "train.loop.eval_images=4", "train.loop.checkpoint_every=2", "train.loop.device=cpu",
+            "eval.num_images=4", "eval.num_train=16", "eval.num_test=8", "eval.batch_size=4", "eval.steps=1",
+            "eval.fid_features=none", "eval.probe_epochs=1", "eval.curves.num_images=2", "eval.curves.crop_counts=[1,2]",
+            "eval.curves.steps=1", "eval.gate=null"]
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(tmp_path / "gpu"), "--config", "structure-gpu",
+                                 "--seeds", "0", "--threads", "1", "--quiet", *tiny])
+    assert result.exit_code == 0, result.output
+    assert "2/2 units finished" in result.output
+    config = json.loads((tmp_path / "gpu" / "runs" / "L" / "seed-0" / "unit.json").read_text())
+    assert "init.weights" not in config["command"]  # from a fresh model
+    assert "loop.precision=bf16" in config["command"]
+
+
+def test_a_unit_committed_mid_training_starts_again_with_clean_logs(committed, tmp_path):
+    repo, out = committed
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    again = clone / "docs" / "results" / "exp"
+    unit = again / "runs" / "G" / "seed-0"
+    # As committed while G was training: its logs, no record, no evaluation, no checkpoints.
+    (unit / "unit.json").unlink()
+    shutil.rmtree(again / "evals" / "G" / "seed-0")
+    with (unit / "metrics.jsonl").open("a") as log:
+        log.write(json.dumps({"step": 999, "loss": 1.0}) + "\n")
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(again), *SCRATCH])
+    assert result.exit_code == 0, result.output
+    assert "arm G, seed 0: train" in result.output and "2/2 units finished" in result.output
+    steps = [json.loads(line)["step"] for line in (unit / "metrics.jsonl").read_text().splitlines()]
+    assert 999 not in steps and steps == sorted(steps)

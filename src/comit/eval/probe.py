@@ -6,13 +6,13 @@ layers the slots attend to the message tokens and to each other (pre-norm, then 
 message tokens themselves are only embedded (a learned vector per id, or an MLP of the FSQ code,
 plus a learned position). A head reads all slots together.
 
-Why this shape, not a transformer over the message with a class token (what this module was until
-2026-12-07; measured in docs/evaluation.md, "Probes that can read"): on the true scene written as
-tokens, that probe and a one-slot reader both stayed near chance on the relational task (0.29-0.37
-top-1, chance 0.26, on 2,000-16,000 images) — answering needs object a's place and object b's
-place at once, and one slot had to find both. With a slot per question id each slot finds its
-object in one attention step and the head compares them: 0.89 on 2,000 images. Reading only the
-query slots also makes a probe ~5x cheaper than updating all message tokens in every layer.
+Why this shape (measured, docs/evaluation.md "Probes that can read"): a probe must read the answer
+where a message certainly holds it. On the true scene written as tokens, a probe that reads its
+answer from one slot stayed near chance on the relational task (0.29-0.37 top-1 on 2,000-16,000
+images, chance 0.25): the question needs object a's place and object b's place at once. With the
+head over every slot, each question slot finds its own object in one attention step and the head
+compares them: 0.89 on 2,000 images. Updating only the query slots in each layer, not every
+message token, also makes the probe cheaper than a transformer over the message.
 The probe is trained alone; the tokenizer only produced the messages.
 """
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..model.comit import COMiT
@@ -130,3 +131,85 @@ def write_align_report(out: Path, results: AlignResult) -> None:
     sections = [("Mean IoU", headline + "\n\n" + counts), ("Per Q", per_q + "\n\n![mIoU against Q](miou_vs_q.png)")]
     data = results.to_json()
     write_results(out, data, markdown_report("Token–object alignment", data, sections))
+
+
+# ---------------------------------------------------------------------- tokens over objects
+TOKEN_FIGURE_Q = 30.0  # the middle of the default Q list
+
+
+@dataclass(kw_only=True)
+class TokenExamples(EvalResult):
+    """For the first val images: the token whose attention map best covers all the image's objects
+    (``evaluate_alignment``'s protocol at one Q), its map at the attention's own resolution and its
+    IoU — the data of the paper's tokens-over-objects figure, kept so the figure can be drawn
+    again without the model."""
+
+    BODY = ("examples",)
+    examples: list[dict]  # {"index", "token", "iou", "map": [[...]]}
+
+
+def best_token_examples(model: COMiT, dataset: Dataset, settings: EvalSettings, count: int = 6,
+                        q: float = TOKEN_FIGURE_Q) -> TokenExamples:
+    """The best token of each of the first ``count`` images (noise fixed by the image's index, as in
+    ``evaluate_alignment``)."""
+    import torch.nn.functional as F
+
+    from .alignment import best_token_iou
+
+    examples = []
+    with torch.no_grad():
+        for index in range(min(count, len(dataset))):
+            item = dataset[index]
+            batch = {"image": item["image"][None], "position": torch.tensor([index])}
+            maps = attention_batch(model, batch, settings, AlignSettings())[0]
+            foreground = item["masks"][item["valid"]].any(0)
+            sized = F.interpolate(maps[None], size=tuple(foreground.shape), mode="bilinear", align_corners=False)[0]
+            iou, _, chosen = best_token_iou(sized, foreground, (q,))
+            token = int(chosen[0])
+            examples.append({"index": index, "token": token, "iou": round(iou, 4), "map": maps[token].tolist()})
+    return TokenExamples(examples=examples, settings={**settings.describe(), "q": q, "count": count,
+                                                      "image_size": model.config.image_size})
+
+
+def tokens_over_objects(dataset: Dataset, columns: dict[str, TokenExamples]) -> Image.Image:
+    """One row per image: the image with its objects outlined, then each column's best token over it."""
+    from ..viz.figures import Panel, attention_overlay, display_scale, panel_grid, upscale
+
+    first = next(iter(columns.values()))
+    scale = display_scale(int(first.settings["image_size"]), 128)
+    panels = []
+    for row, example in enumerate(first.examples):
+        item = dataset[example["index"]]
+        panels.append(Panel(outlined(upscale(item["image"], scale), item["masks"][item["valid"]].any(0), scale),
+                            ["val image", f"#{example['index']}"]))
+        for label, result in columns.items():
+            shown = result.examples[row]
+            panels.append(Panel(attention_overlay(item["image"], torch.tensor(shown["map"]), scale),
+                                [label, f"token #{shown['token']}, IoU {shown['iou']:.2f}"]))
+    return panel_grid(panels, columns=1 + len(columns))
+
+
+def outlined(picture: Image.Image, mask: torch.Tensor, scale: int) -> Image.Image:
+    """``picture`` (the image upscaled by ``scale``) with the outline of ``mask`` in white."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    pixels = np.asarray(picture).copy()
+    big = mask.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    inner = F.max_pool2d((~big)[None, None].float(), 3, 1, 1)[0, 0] > 0
+    pixels[(big & inner).numpy()] = 255
+    return Image.fromarray(pixels)
+
+
+def write_token_examples(out: Path, results: TokenExamples, dataset: Dataset, label: str) -> None:
+    """results.json, results.md and tokens_over_objects.png (this model's column alone)."""
+    from .report import markdown_report, markdown_table, write_results
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokens_over_objects(dataset, {label: results}).save(out / "tokens_over_objects.png")
+    table = markdown_table([{k: e[k] for k in ("index", "token", "iou")} for e in results.examples],
+                           ["index", "token", "iou"])
+    data = results.to_json()
+    write_results(out, data, markdown_report("Tokens over objects", data, [
+        ("Best token per image", table + f"\n\nTop {results.settings['q']:g} % of each map kept; all objects of "
+                                         "an image as one mask.\n\n![tokens over objects](tokens_over_objects.png)")]))

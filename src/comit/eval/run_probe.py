@@ -420,34 +420,46 @@ PROBE_COLUMNS = ["messages", "task", "test", "primary", "top1", "top5", "ci95_lo
 
 
 def controls_verdict(rows: list[dict]) -> list[dict]:
-    """Per task and test set: the model's score beside its controls'. The positive control must be far
-    above chance (at least halfway from the higher of the two chance levels to 1), else the probe
-    cannot read this task and the model's score says nothing; the negative control's interval must
-    hold chance, the training labels' prior (``prior_guess``: what a probe that reads nothing learns)."""
+    """Per task and test set: the model's score beside its controls', against the chance band of a
+    probe that reads nothing: from the lower of guessing uniformly and guessing the training prior
+    (``prior_guess``) up to the best blind guess, the test's own majority. The positive control must
+    be far above it (at least halfway from its top to 1), else the probe cannot read this task and
+    the model's score says nothing; the negative control's 95 % interval must meet the band."""
     table = {}
     for row in rows:
-        if row.get(row["primary"]) is None:
+        primary = row["primary"]
+        if row.get(primary) is None:
             continue
+        k = 1 if primary == "top1" else min(5, row["num_classes"])
+        low = min(row[f"prior_{primary}"], k / row["num_classes"])
         entry = table.setdefault((row["task"], row["test"]), {
-            "task": row["task"], "test": row["test"], "primary": row["primary"],
-            "chance": row[f"prior_{row['primary']}"], "majority": row[f"majority_{row['primary']}"]})
-        entry[row["messages"]] = row[row["primary"]]
-        entry[f"{row['messages']}_ci95"] = f"{row['ci95_low']:.3f}–{row['ci95_high']:.3f}"
+            "task": row["task"], "test": row["test"], "primary": primary, "chance_low": low,
+            "chance_high": row[f"majority_{primary}"]})
+        entry[row["messages"]] = row[primary]
+        entry[f"{row['messages']}_ci95"] = [row["ci95_low"], row["ci95_high"]]
     for entry in table.values():
-        scene, random_ci = entry.get("scene"), entry.get("random_ci95")
-        floor = max(entry["chance"], entry["majority"])
-        entry["probe_reads"] = None if scene is None else scene >= floor + 0.5 * (1 - floor)
-        entry["random_at_chance"] = None if random_ci is None else _holds(random_ci, entry["chance"])
+        top = entry["chance_high"]
+        scene, noise = entry.get("scene"), entry.get("random_ci95")
+        entry["probe_reads"] = None if scene is None else scene >= top + 0.5 * (1 - top)
+        entry["random_at_chance"] = None if noise is None else noise[0] <= top and noise[1] >= entry["chance_low"]
     return list(table.values())
 
 
-def _holds(interval: str, value: float) -> bool:
-    low, high = (float(x) for x in interval.split("–"))
-    return low <= value <= high
+CONTROL_COLUMNS = ["task", "test", "primary", "chance", MODEL_MESSAGES, "scene", "random", "probe_reads",
+                   "random_at_chance"]
 
 
-CONTROL_COLUMNS = ["task", "test", "primary", "chance", "majority", MODEL_MESSAGES, f"{MODEL_MESSAGES}_ci95", "scene",
-                   "scene_ci95", "random", "random_ci95", "probe_reads", "random_at_chance"]
+def control_rows(verdicts: list[dict]) -> list[dict]:
+    """``controls_verdict`` as table rows: each score with its interval, chance as a band."""
+    def scored(entry: dict, key: str) -> str | None:
+        if entry.get(key) is None:
+            return None
+        low, high = entry[f"{key}_ci95"]
+        return f"{entry[key]:.3f} ({low:.3f}–{high:.3f})"
+
+    return [{**{k: entry[k] for k in ("task", "test", "primary", "probe_reads", "random_at_chance")},
+             "chance": f"{entry['chance_low']:.3f}–{entry['chance_high']:.3f}",
+             **{key: scored(entry, key) for key in (MODEL_MESSAGES, "scene", "random")}} for entry in verdicts]
 
 
 def write_probe_report(out: Path, results: ProbeResult) -> None:
@@ -464,11 +476,13 @@ def write_probe_report(out: Path, results: ProbeResult) -> None:
                  "most frequent TRAINING label(s) scores (chance: what a probe that reads nothing learns); "
                  "`majority_top1` / `majority_top5` the same with the test's own most frequent labels.")]
     if any(r["messages"] != MODEL_MESSAGES for r in rows):
-        sections.append(("Controls", markdown_table(controls_verdict(rows), CONTROL_COLUMNS) +
-                         "\n\n`probe_reads`: the positive control scores at least halfway from chance to 1 (the "
-                         "probe can read this task's answer when a message holds it); `random_at_chance`: the "
-                         "negative control's interval holds chance. A model score means something only where both "
-                         "hold."))
+        sections.append(("Controls", markdown_table(control_rows(controls_verdict(rows)), CONTROL_COLUMNS) +
+                         "\n\nScores with their 95 % intervals. `chance`: the band of a probe that reads nothing, "
+                         "from the lower of guessing uniformly and guessing the training labels' prior up to the "
+                         "best blind guess (the test's majority). `probe_reads`: the positive control scores at "
+                         "least halfway from the band's top to 1 (the probe can read this task's answer when a "
+                         "message holds it); `random_at_chance`: the negative control's interval meets the band. "
+                         "A model score means something only where both hold."))
     scored = [r for r in rows if r["top1"] is not None]
     if scored:
         long = [{"probe": f"{r['task']}/{r['test']}", "messages": r["messages"], "accuracy": r[r["primary"]]}

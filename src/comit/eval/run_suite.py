@@ -10,14 +10,14 @@ from pathlib import Path
 from .metrics import headline
 from .report import markdown_report, markdown_table, provenance, write_results
 from .results import EvalResult
-from .run_align import AlignResult
+from .run_align import AlignResult, TokenExamples
 from .run_crops import CurveResult
 from .run_probe import ProbeResult
 from .run_recon import ReconResult
 
 # Each kind of part and the result it returns (and writes as its results.json).
 RESULT_TYPES: dict[str, type[EvalResult]] = {"recon": ReconResult, "align": AlignResult, "probe": ProbeResult,
-                                             "crops": CurveResult}
+                                             "crops": CurveResult, "tokens": TokenExamples}
 
 
 def read_result(folder: Path, kind: str) -> EvalResult:

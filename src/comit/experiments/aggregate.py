@@ -198,7 +198,7 @@ def control_table(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
         if not any(e.get("scene") is not None for e in entries):
             continue
         row = {"task": task, "test": test, "primary": entries[0]["primary"], "units": len(entries)}
-        for key in ("chance", "majority", "scene", "random"):
+        for key in ("chance_low", "chance_high", "scene", "random"):
             values = [e[key] for e in entries if e.get(key) is not None]
             row[key] = sum(values) / len(values) if values else None
         for key in ("probe_reads", "random_at_chance"):

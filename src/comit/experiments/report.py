@@ -47,7 +47,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
                           "eval_s": round(eval_seconds, 1) if unit in measured else None,
                           "resumed_from": record.get("resumed_from"), "code": record.get("code"),
-                          **record.get("final", {})})
+                          **_where_and_when(record, measured.get(unit, {})), **record.get("final", {})})
     total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
     codes = sorted({str(r["code"]) for r in unit_rows if r["trained"]})
     return {"name": config.name, "complete": len(done) == len(all_units),
@@ -61,6 +61,14 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
             "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
             "gate": _gate_rows(config, measured, failed),
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
+
+
+def _where_and_when(record: dict, parts: dict) -> dict:
+    """The machine a unit ran on and when it finished: its training record's, else (units recorded
+    before records named them) its evaluation's, which ran in the same process right after."""
+    runs = [part.run for part in parts.values() if getattr(part, "run", None)]
+    last = max(runs, key=lambda run: run.get("date", "")) if runs else {}
+    return {"machine": record.get("machine") or last.get("machine"), "finished": last.get("date") or record.get("date")}
 
 
 def _start_row(unit, record: dict | None, out: Path) -> dict:
@@ -177,12 +185,13 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
                   "(`comit.eval.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
                   "shape, size and cell, in random slots) and random tokens (`random`). A model's probe score means "
                   "something only where the probe reads the scene (`probe_reads`: at least halfway from chance to "
-                  "1) and the random messages stay at chance (`random_at_chance`: chance inside the 95 % interval; "
-                  "chance = always answering the most frequent training labels). Mean over the units that "
+                  "1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
+                  "of a probe that reads nothing, `chance_low`–`chance_high`: from the lower of guessing uniformly "
+                  "and guessing the training prior up to the test's majority). Mean over the units that "
                   "measured them.", "",
                   markdown_table([{k: fmt(v, 3) if isinstance(v, float) else v for k, v in row.items()}
                                   for row in results["probe_controls"]],
-                                 ["task", "test", "primary", "units", "chance", "majority", "scene", "random",
+                                 ["task", "test", "primary", "units", "chance_low", "chance_high", "scene", "random",
                                   "probe_reads", "random_at_chance"]), ""]
     if results["curves"]:
         metrics = [m for m in _curve_metrics(results["curves"])]
@@ -196,7 +205,7 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
     lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
               markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
                                                 "loss", *_logged_terms(results["units"]), *_start_scores(results["units"]),
-                                                "resumed_from", "code"]), "",
+                                                "resumed_from", "code", "machine", "finished"]), "",
               f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
               "summed over units and sessions).", "",
               "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",
@@ -241,6 +250,27 @@ def _curve_cell(row: dict, metric: str) -> str:
 
 
 # ---------------------------------------------------------------------- plots
+def tokens_figure(config: ExperimentConfig, out: Path):
+    """The tokens-over-objects figure: each arm's best token on the same val images, from the lowest
+    seed that arm has evaluated (drawn from the stored maps: no model needed); None before any."""
+    from ..data import build_dataset
+    from ..eval.run_align import tokens_over_objects
+    from ..eval.run_suite import read_result
+
+    columns = {}
+    for arm in config.arms:
+        for seed in sorted(config.seeds):
+            folder = out / "evals" / arm / f"seed-{seed}" / "tokens"
+            if (folder / "results.json").is_file():
+                columns[f"arm {arm}, seed {seed}"] = read_result(folder, "tokens")
+                break
+    if not columns:
+        return None
+    size = int(next(iter(columns.values())).settings["image_size"])
+    return tokens_over_objects(build_dataset(config.eval.data, size, split="val"), columns)
+
+
+
 def write_plots(config: ExperimentConfig, results: dict, out: Path) -> list[str]:
     """Bars per arm (alignment, probes; PSNR) and one crop-curve plot per metric; returns file names."""
     from ..viz.plots import plot_bars, plot_curves
@@ -263,6 +293,10 @@ def write_plots(config: ExperimentConfig, results: dict, out: Path) -> list[str]
             plot_bars(table, x="metric", y="value", hue="arm", yerr="ci95", path=out / name, ylabel=ylabel,
                       title=f"{config.name}: mean ± 95 % CI over seeds")
             written.append(name)
+    figure = tokens_figure(config, out)
+    if figure is not None:
+        figure.save(out / "tokens_over_objects.png")
+        written.append("tokens_over_objects.png")
     for metric in _curve_metrics(results["curves"]):
         table = [{**r, "line": f"{r['arm']} {r['policy']}"} for r in results["curves"] if r.get(metric) is not None]
         if table:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from ..devices import resolve_device, torch_threads
+from ..devices import describe_device, resolve_device, torch_threads
 from ..atomic import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
@@ -201,6 +201,12 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
     resume_from = latest_checkpoint(run_dir / "checkpoints")
     if resume_from is not None:
         _check_same_training(run_dir, resolved)
+    elif run_dir.exists():
+        # Logs without a checkpoint (committed mid-training, the checkpoints left on another machine):
+        # the unit starts again from a fresh model, so its old lines must not mix with the new ones.
+        import shutil
+
+        shutil.rmtree(run_dir)
     started = time.perf_counter()
     model_dir = train(resolved, run_dir, resume=resume_from is not None, progress=progress)
     record = {"arm": unit.arm, "seed": unit.seed, "model": str(model_dir.relative_to(run_dir)),
@@ -208,9 +214,21 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
               "resumed_from": resume_from.name if resume_from is not None else None,
               "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
               "command": train_command(config, unit, out), "code": code_version(),
-              "final": _final_losses(run_dir)}
+              **where_and_when(resolved.loop.device), "final": _final_losses(run_dir)}
     atomic_write_json(record_path, record)
     return record
+
+
+def where_and_when(device: str) -> dict:
+    """The machine (host, device, torch threads) and the time a unit's training finished, for the report."""
+    import datetime
+    import platform
+
+    import torch
+
+    return {"machine": f"{platform.node()}: {describe_device(resolve_device(device))}",
+            "threads": torch.get_num_threads(),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
 def forget_unit(config: ExperimentConfig, unit: Unit, out: Path) -> None:
@@ -344,7 +362,8 @@ def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
                progress: bool) -> dict[str, tuple[Callable[[], EvalResult], Callable[[Path, EvalResult], None]]]:
     """Each evaluation part of a unit: (compute the results, write their report)."""
     from ..eval.common import EvalSettings
-    from ..eval.run_align import AlignSettings, evaluate_alignment, write_align_report
+    from ..eval.run_align import (AlignSettings, best_token_examples, evaluate_alignment, write_align_report,
+                                  write_token_examples)
     from ..eval.run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
     from ..eval.run_probe import ProbeSettings, evaluate_probes, probe_policy, write_probe_report
     from ..eval.run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
@@ -366,6 +385,11 @@ def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
                                   recon_report)
         parts[f"align-{name}"] = (partial(evaluate_alignment, model, data.val, settings, AlignSettings()),
                                   write_align_report)
+    first = next(iter(ev.policies.values()))  # what every arm was trained to read: the figure's policy
+    figure_policy = EvalSettings(order=first.order, num_crops=first.num_crops, global_crop=first.global_crop,
+                                 **common)
+    parts["tokens"] = (partial(best_token_examples, model, data.val, figure_policy),
+                       partial(write_token_examples, dataset=data.val, label=f"arm {unit.arm}, seed {unit.seed}"))
     parts["probe"] = (partial(evaluate_probes, model, data.probe_train, data.probe_test,
                               probe_policy(seed=unit.seed, batch_size=ev.batch_size, progress=progress), probe),
                       write_probe_report)
@@ -382,7 +406,7 @@ def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
 
 def part_names(config: ExperimentConfig, unit: Unit) -> list[str]:
     """The evaluation parts of a unit, as ``eval_parts`` names them."""
-    names = [f"{kind}-{policy}" for policy in config.eval.policies for kind in ("recon", "align")] + ["probe"]
+    names = [f"{kind}-{policy}" for policy in config.eval.policies for kind in ("recon", "align")] + ["tokens", "probe"]
     return names + (["crops"] if unit.arm in config.eval.curves.arms else [])
 
 

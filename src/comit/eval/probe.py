@@ -7,11 +7,12 @@ message tokens themselves are only embedded (a learned vector per id, or an MLP 
 plus a learned position). A head reads all slots together.
 
 Why this shape (measured, docs/evaluation.md "Probes that can read"): a probe must read the answer
-where a message certainly holds it. On the true scene written as tokens, a probe that reads its
-answer from one slot stayed near chance on the relational task (0.29-0.37 top-1 on 2,000-16,000
-images, chance 0.25): the question needs object a's place and object b's place at once. With the
-head over every slot, each question slot finds its own object in one attention step and the head
-compares them: 0.89 on 2,000 images. Updating only the query slots in each layer, not every
+where a message certainly holds it. On the true scene written as tokens, the transformer over the
+message with one class token that this module was until 2026-12-07 stayed at chance on the
+relational task (0.245 top-1, chance 0.25), and so did query slots whose head read one slot
+(0.29-0.37 on 2,000-16,000 images): the question needs object a's place and object b's at once.
+With the head over every slot, each question slot finds its own object in one attention step and
+the head compares them: 0.89 on 2,000 images. Updating only the query slots in each layer, not every
 message token, also makes the probe cheaper than a transformer over the message.
 The probe is trained alone; the tokenizer only produced the messages.
 """
@@ -288,7 +289,8 @@ def train_probe(train_inputs: torch.Tensor, train_labels: torch.Tensor,
     AdamW with a per-step schedule over ``epochs`` (``_scheduler``); training stops once
     validation top-1 has not improved for ``patience`` epochs, but never before ``min_epochs``
     (None: half of ``epochs``) — a probe often sits at chance for several epochs before it finds
-    where the answer is, then climbs — and the weights of the best epoch are restored. Everything random (init, shuffling, dropout) derives from ``seed``
+    where the answer is, then climbs — and the weights of the best epoch are restored. ``log``
+    gets one line per epoch. Everything random (init, shuffling, dropout) derives from ``seed``
     without touching the global RNG state, so CPU runs are bit-for-bit repeatable.
     ``probe_kwargs`` go to ``AttentionProbe`` (dim, heads, depth, dropout, ...); for
     ``input="codes"`` the code dimension is read from the data.

@@ -223,7 +223,8 @@ def train_task_probe(task: Task, train: Messages, probe: ProbeSettings,
                          epochs=probe.epochs, batch_size=probe.batch_size, lr=probe.lr,
                          weight_decay=probe.weight_decay, patience=probe.patience, seed=probe.seed,
                          schedule=probe.schedule,
-                         progress=False, log=None if log is None else _task_log(log, task.name), dim=probe.dim, heads=probe.heads, depth=probe.depth,
+                         progress=False, log=None if log is None else _task_log(log, task.name), dim=probe.dim,
+                         heads=probe.heads, depth=probe.depth,
                          question_vocab=task.question_vocab, question_length=task.question_length,
                          num_positions=train.ids.shape[1])
     return TrainedProbe(task, result.model, vocabulary, result.best_epoch, result.top1, len(fit), len(val),
@@ -320,8 +321,8 @@ def control_messages(train: Messages, test: Messages, probe: ProbeSettings) -> d
     """Each control's (train, test) messages, as long as the model's; the scene is written on the
     message's own grid (``probe.cells``, or the square root of the message length)."""
     cells = probe.cells or max(1, round(train.ids.shape[1] ** 0.5))
-    return {kind: (train.control(kind, cells, seed=2 * probe.seed + 1), test.control(kind, cells, seed=2 * probe.seed + 2))
-            for kind in CONTROLS}
+    return {kind: (train.control(kind, cells, seed=2 * probe.seed + 1),
+                   test.control(kind, cells, seed=2 * probe.seed + 2)) for kind in CONTROLS}
 
 
 def probe_sources(sources: dict[str, tuple[Messages, Messages]], probe: ProbeSettings, classes: list[str],
@@ -416,7 +417,8 @@ def _random_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Da
 
 
 PROBE_COLUMNS = ["messages", "task", "test", "primary", "top1", "top5", "ci95_low", "ci95_high", "prior_top1",
-                 "prior_top5", "majority_top1", "majority_top5", "num_classes", "train_samples", "val_samples", "test_samples", "best_epoch"]
+                 "prior_top5", "majority_top1", "majority_top5", "num_classes", "train_samples", "val_samples",
+                 "test_samples", "best_epoch"]
 
 
 def controls_verdict(rows: list[dict]) -> list[dict]:

@@ -45,3 +45,13 @@ def tiny_images() -> torch.Tensor:
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_model):
     return tiny_model.save_pretrained(tmp_path / "tiny-model")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core machine (pytest -n 2, a training run
+    beside) OpenMP threads spin against each other and run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,14 +21,7 @@ from comit.eval.run_recon import evaluate_reconstruction
 
 runner = CliRunner()
 FAST = ["--batch-size", "4", "--seed", "1"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_eval(*args):

@@ -14,14 +14,7 @@ CLASSES, LENGTH, VOCAB = 4, 8, 16
 SMALL = dict(dim=32, heads=2, vocab_size=VOCAB, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine (pytest -n 2 or
-    other jobs) OpenMP threads spin against each other and run up to 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

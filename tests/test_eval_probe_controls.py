@@ -17,12 +17,7 @@ from comit.eval.run_probe import (Messages, ProbeSettings, annotations, controls
 LENGTH, CELLS = 16, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def shapes_meta(count: int, split: str) -> dict[str, torch.Tensor]:

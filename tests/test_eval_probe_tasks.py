@@ -13,13 +13,7 @@ from comit.eval.probe_tasks import (NUM_CONCEPTS, build_tasks, compositional_tas
 from comit.eval.run_probe import CompactIds, annotations
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny probes gain nothing from threads; on busy shared cores they run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _meta(objects: list[list[tuple[int, int, int]]], slots: int = 3) -> dict:

@@ -8,28 +8,30 @@ set -euo pipefail
 DEVICE=${1:-cuda}
 OUT=${2:-smoke-$DEVICE}
 BIN=${BIN:-$(dirname "$0")/../.venv/bin}
-COMIT="$BIN/comit"
-[ -x "$COMIT" ] || COMIT=comit
+# COMIT and PYTHON may be given (on a lent GPU without this .venv: COMIT='python3 -m comit' PYTHON=python3).
+if [ -z "${COMIT:-}" ]; then COMIT="$BIN/comit"; [ -x "$COMIT" ] || COMIT=comit; fi
+if [ -z "${PYTHON:-}" ]; then PYTHON="$BIN/python"; [ -x "$PYTHON" ] || PYTHON=python3; fi
+read -r -a COMIT_CMD <<< "$COMIT"
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 rm -rf "$OUT" && mkdir -p "$OUT"
-"$BIN/python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 
-"$COMIT" train tiny --out "$OUT/run" loop.device="$DEVICE" max_steps=20 batch_size=8 log_every=5 \
+"${COMIT_CMD[@]}" train tiny --out "$OUT/run" loop.device="$DEVICE" max_steps=20 batch_size=8 log_every=5 \
     eval_every=10 eval_images=8 sample_every=10 checkpoint_every=10
-"$COMIT" train --out "$OUT/run" --resume loop.device="$DEVICE" max_steps=30
+"${COMIT_CMD[@]}" train --out "$OUT/run" --resume loop.device="$DEVICE" max_steps=30
 MODEL="$OUT/run/model"
-IMAGES=$("$BIN/python" -c "from comit.data import sample_paths; print(' '.join(map(str, sample_paths()[:4])))")
+IMAGES=$("$PYTHON" -c "from comit.data import sample_paths; print(' '.join(map(str, sample_paths()[:4])))")
 for precision in fp32 bf16; do
-    "$COMIT" tokenize $IMAGES -o "$OUT/tokens-$precision.safetensors" --model "$MODEL" --device "$DEVICE" \
+    "${COMIT_CMD[@]}" tokenize $IMAGES -o "$OUT/tokens-$precision.safetensors" --model "$MODEL" --device "$DEVICE" \
         --precision "$precision" --global-crop --order adaptive --num-crops 3
-    "$COMIT" detokenize "$OUT/tokens-$precision.safetensors" -o "$OUT/decoded-$precision" --device "$DEVICE" \
+    "${COMIT_CMD[@]}" detokenize "$OUT/tokens-$precision.safetensors" -o "$OUT/decoded-$precision" --device "$DEVICE" \
         --precision "$precision" --steps 4
-    "$COMIT" reconstruct $IMAGES -o "$OUT/recon-$precision" --model "$MODEL" --device "$DEVICE" --precision "$precision" \
-        --order raster_scan --num-crops 9 --steps 4 --cfg 7.5
+    "${COMIT_CMD[@]}" reconstruct $IMAGES -o "$OUT/recon-$precision" --model "$MODEL" --device "$DEVICE" \
+        --precision "$precision" --order raster_scan --num-crops 9 --steps 4 --cfg 7.5
 done
-"$COMIT" tokenize --data shapes:num_images=64 --split val -o "$OUT/shards" --model "$MODEL" --device "$DEVICE" \
+"${COMIT_CMD[@]}" tokenize --data shapes:num_images=64 --split val -o "$OUT/shards" --model "$MODEL" --device "$DEVICE" \
     --shard-size 32 --batch-size 32 --precision bf16
-"$COMIT" eval recon --model "$MODEL" -n 32 --device "$DEVICE" --fid-features none --steps 4 --out "$OUT/eval"
-"$COMIT" bench --size tiny --device "$DEVICE" --repeats 2 --out "$OUT/bench"
+"${COMIT_CMD[@]}" eval recon --model "$MODEL" -n 32 --device "$DEVICE" --fid-features none --steps 4 --out "$OUT/eval"
+"${COMIT_CMD[@]}" bench --size tiny --device "$DEVICE" --repeats 2 --out "$OUT/bench"
 echo "smoke test passed on $DEVICE: $OUT"

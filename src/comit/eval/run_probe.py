@@ -261,9 +261,10 @@ def constant_guess(labels: torch.Tensor, num_classes: int) -> dict[str, float]:
 
 
 def prior_guess(train_labels: torch.Tensor, test_labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """What always answering the most frequent TRAINING labels scores on the test labels: the best a
-    probe that reads nothing can learn (the negative control's chance). Below the test majority where
-    the test's labels are distributed otherwise (the compositional task's held-out pairs)."""
+    """What always answering the most frequent TRAINING labels scores on the test labels: what a probe
+    that reads nothing learns to answer. Below the test majority where the test's labels are
+    distributed otherwise (the compositional task's held-out pairs); ``controls_verdict`` takes the
+    chance band from here (or uniform guessing) up to the test majority."""
     ranked = torch.bincount(train_labels, minlength=num_classes).argsort(descending=True, stable=True)
     k = min(5, num_classes)
     hits = test_labels[:, None] == ranked[None, :k]

@@ -180,7 +180,7 @@ def curve_table(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult
     return [grouped[k] for k in sorted(grouped, key=lambda k: (list(config.arms).index(k[0]), k[1], k[2]))]
 
 
-# ---------------------------------------------------------------------- claims
+# ---------------------------------------------------------------------- probe controls
 def control_table(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """Per probe task and test set: chance and the control messages' scores, averaged over the units
     that measured them (the controls read no model, so the arms of one seed share them), and whether
@@ -207,6 +207,7 @@ def control_table(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     return table
 
 
+# ---------------------------------------------------------------------- claims
 def check_claims(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """Each claim's paired difference (expected better minus expected worse) and a verdict."""
     curves = curve_values(config, parts)

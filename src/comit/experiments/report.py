@@ -47,7 +47,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
                           "eval_s": round(eval_seconds, 1) if unit in measured else None,
                           "resumed_from": record.get("resumed_from"), "code": record.get("code"),
-                          **_where_and_when(record, measured.get(unit, {})), **record.get("final", {})})
+                          **_machine_and_finish(record, measured.get(unit, {})), **record.get("final", {})})
     total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
     codes = sorted({str(r["code"]) for r in unit_rows if r["trained"]})
     return {"name": config.name, "complete": len(done) == len(all_units),
@@ -63,7 +63,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
 
 
-def _where_and_when(record: dict, parts: dict) -> dict:
+def _machine_and_finish(record: dict, parts: dict) -> dict:
     """The machine a unit ran on and when it finished: its training record's, else (units recorded
     before records named them) its evaluation's, which ran in the same process right after."""
     runs = [part.run for part in parts.values() if getattr(part, "run", None)]
@@ -184,8 +184,8 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
         lines += ["## Probe controls", "", "Each probe also read two kinds of control messages of the same length "
                   "(`comit.eval.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
                   "shape, size and cell, in random slots) and random tokens (`random`). A model's probe score means "
-                  "something only where the probe reads the scene (`probe_reads`: at least halfway from chance to "
-                  "1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
+                  "something only where the probe reads the scene (`probe_reads`: at least halfway from the band's "
+                  "top to 1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
                   "of a probe that reads nothing, `chance_low`–`chance_high`: from the lower of guessing uniformly "
                   "and guessing the training prior up to the test's majority). Mean over the units that "
                   "measured them.", "",
@@ -268,7 +268,6 @@ def tokens_figure(config: ExperimentConfig, out: Path):
         return None
     size = int(next(iter(columns.values())).settings["image_size"])
     return tokens_over_objects(build_dataset(config.eval.data, size, split="val"), columns)
-
 
 
 def write_plots(config: ExperimentConfig, results: dict, out: Path) -> list[str]:

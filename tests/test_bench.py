@@ -101,10 +101,14 @@ def test_tiny_bench_writes_every_field(tmp_path):
     assert {"fused_attention", "drop_queries", "skip_unconditional_at_w1", "batch_guidance_passes",
             "inference_mode", "bf16_autocast"} <= paths
     assert data["fast_paths"]["adaptive_attribution"]["rows"]
-    (train,) = data["train"]["rows"]
-    assert train["config"] == "tiny" and train["batch"] == 16
-    assert train["images_per_s"] > 0 and 0 < train["pct_of_peak"] and train["peak_memory_mb"] > 0
-    assert train["model_flops_per_step"] > 0
+    train, before = data["train"]["rows"]
+    assert (train["variant"], before["variant"]) == ("current", "2026-12-06")
+    assert train["config"] == before["config"] == "tiny" and train["batch"] == 16
+    assert train["precision"] == before["precision"] == "fp32"
+    assert train["speedup"] == pytest.approx(train["images_per_s"] / before["images_per_s"])
+    for row in (train, before):
+        assert row["images_per_s"] > 0 and 0 < row["pct_of_peak"] and row["peak_memory_mb"] > 0
+        assert row["model_flops_per_step"] > 0 and row["timing"]["repeats"] == 1
     shards, single = data["dataset"]
     assert (shards["case"], shards["batch"], single["case"], single["batch"]) == ("shards", 8, "one_at_a_time", 1)
     assert shards["images"] == single["images"] == 32 and shards["speedup_vs_one_at_a_time"] > 0
@@ -126,6 +130,35 @@ def test_bad_bench_options_fail_in_one_line(tmp_path, args, message):
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out" / "bench.json").exists()
+
+
+def test_auto_precision_is_bf16_only_where_it_is_fast(monkeypatch):
+    import comit.devices as devices
+    from comit.bench.setup import BenchSettings
+
+    for units, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(devices, "cpu_has_bf16_units", lambda flags=None, units=units: units)
+        assert BenchSettings(precision="auto").check().precision == expected
+
+
+def test_the_baseline_step_encodes_the_global_crop_again(monkeypatch):
+    """The bench's 2026-12-06 variant is the old code path: one more full-size encode a step."""
+    from comit.bench.training import build_trainer, encode_global_crop_again
+    from comit.train.config import load_config
+
+    counts = []
+    for old in (False, True):
+        trainer = build_trainer(load_config("tiny", {"step.global_first_p": 1.0, "step.max_crops": 1,
+                                                     "optim.batch_size": 2}))
+        if old:
+            encode_global_crop_again(trainer)
+        calls, encode = [], trainer.model.vae.encode
+        monkeypatch.setattr(trainer.model.vae, "encode", lambda pixels, encode=encode, calls=calls:
+                            calls.append(pixels.shape[-1]) or encode(pixels))
+        images = torch.rand(2, 3, 64, 64) * 2 - 1
+        trainer.train_step(0, iter([{"image": images}]))
+        counts.append(len(calls))
+    assert counts[1] == counts[0] + 1
 
 
 def test_bench_model_has_random_nonzero_heads():

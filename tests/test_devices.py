@@ -37,3 +37,37 @@ def test_torch_threads_sets_and_restores_even_on_error():
         assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="thread count must be >= 1"), torch_threads(0):
         pass
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "avx512f", "avx512_bf16"}, True),   # AMD EPYC (Zen 4) and Intel with AVX-512 BF16
+    ({"avx2", "amx_bf16", "amx_tile"}, True),     # Intel with AMX
+    ({"fp", "asimd", "bf16"}, True),              # Arm with BF16
+    ({"avx2", "fma"}, False),                     # AVX2 only: torch emulates bf16 (a step 16x slower)
+    (set(), False),
+])
+def test_bf16_units_are_read_from_the_cpu_flags(flags, expected):
+    from comit.devices import cpu_has_bf16_units
+
+    assert cpu_has_bf16_units(flags) is expected
+
+
+def test_auto_precision_follows_the_device(monkeypatch):
+    import comit.devices as devices
+
+    for units, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(devices, "cpu_has_bf16_units", lambda flags=None, units=units: units)
+        assert devices.auto_precision("cpu") == expected
+    assert devices.auto_precision(torch.device("cuda")) == "bf16"
+
+
+def test_the_trainer_resolves_auto_precision(monkeypatch, tmp_path):
+    import comit.train.loop as loop
+    from comit.train.config import load_config
+
+    for units, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(loop, "auto_precision", lambda device, units=units: "bf16" if units else "fp32")
+        trainer = loop.Trainer(load_config("tiny", {"loop.precision": "auto"}), tmp_path / expected, progress=False)
+        assert trainer.precision() == expected and trainer.autocast is (expected == "bf16")
+    pinned = loop.Trainer(load_config("tiny", {"loop.precision": "fp32"}), tmp_path / "pinned", progress=False)
+    assert pinned.precision() == "fp32"

@@ -394,9 +394,9 @@ def test_conveyor_warmup_writes_the_global_crop_alone(monkeypatch):
     sizes = []
     original = step.observe
 
-    def spy(images, crops, column, messages, select=None, latents=None):
+    def spy(images, crops, column, messages, **options):
         sizes.append(crops.size[column, torch.arange(column.shape[0])])
-        return original(images, crops, column, messages, select, latents)
+        return original(images, crops, column, messages, **options)
 
     monkeypatch.setattr(step, "observe", spy)
     for _ in range(3):
@@ -423,3 +423,42 @@ def test_every_loss_term_is_declared_and_weighted():
     assert tuple(step.term_weights()) == LOSS_TERMS
     teacher = TeacherFeatures(patches=torch.randn(2, 64, 12), global_=torch.randn(2, 12))
     assert set(step(torch.rand(2, 3, 64, 64) * 2 - 1, teacher).terms) == set(LOSS_TERMS)
+
+
+
+@pytest.mark.parametrize("global_first_p, max_crops", [(1.0, 1), (0.5, None)])
+def test_the_global_crop_reuses_the_flow_targets_latent(monkeypatch, global_first_p, max_crops):
+    """With a deterministic autoencoder the global crop's latent is the flow target already encoded:
+    every write sees bit for bit the latents it saw when the crop was encoded again, and the step's
+    loss is the same, with one full-size encode fewer. In the second case only some images start
+    with the global crop, so the rows taken must be theirs."""
+    import comit.train.step as step_module
+
+    images = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    config = StepConfig(global_first_p=global_first_p, max_crops=max_crops)
+    losses, written, full_encodes = [], [], []
+    for reuse in (True, False):
+        step = _step(config)
+        calls, seen, encode, write = [], [], step.model.vae.encode, step.model.write
+        monkeypatch.setattr(step.model.vae, "encode", lambda pixels, encode=encode, calls=calls:
+                            calls.append(pixels.shape[-1]) or encode(pixels * 1.0))
+        monkeypatch.setattr(step.model, "write", lambda latents, *rest, write=write, seen=seen:
+                            seen.append(latents.clone()) or write(latents, *rest))
+        monkeypatch.setattr(step_module, "is_deterministic", lambda autoencoder, reuse=reuse: reuse)
+        torch.manual_seed(5)
+        losses.append(step(images).loss)
+        written.append(seen)
+        full_encodes.append(calls.count(64))
+    assert torch.equal(losses[0], losses[1])
+    assert len(written[0]) == len(written[1]) and all(torch.equal(a, b) for a, b in zip(*written))
+    assert full_encodes[0] == 1 and full_encodes[1] == 2
+
+
+def test_only_sampling_autoencoders_count_as_random():
+    from comit.model.autoencoders import PixelAutoencoder, SDVAE, is_deterministic
+    from comit.model.conv_autoencoder import ConvAutoencoder, ConvAutoencoderConfig
+
+    assert is_deterministic(PixelAutoencoder()) and is_deterministic(ConvAutoencoder(ConvAutoencoderConfig(width=8)))
+    sampled, mean_only = SDVAE.__new__(SDVAE), SDVAE.__new__(SDVAE)  # the flag alone, no 80 MB VAE
+    sampled.__dict__["sample_posterior"], mean_only.__dict__["sample_posterior"] = True, False
+    assert not is_deterministic(sampled) and is_deterministic(mean_only)

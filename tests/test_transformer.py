@@ -245,3 +245,23 @@ def test_top_left_crop_positions_ignore_the_location():
     assert torch.equal(model.patch_positions(6, 6, torch.tensor([[0.3, 0.4]])), table[:6, :6].reshape(1, 36, -1))
     with pytest.raises(ValueError, match="crop_patch_positions must be one of"):
         _crop_transformer("sideways")
+
+
+def test_cpu_bf16_attention_runs_in_fp32_and_returns_bf16():
+    """On the CPU, bf16 attention is computed in fp32 (faster there); the result is fp32's, rounded."""
+    import torch.nn.functional as F
+    from comit.model.transformer import fused_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 16, generator=generator) for _ in range(3))
+    mask = torch.rand(20, 20, generator=generator) > 0.2
+    mask[:, 0] = True
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(fused_attention(q, k, v, mask), expected), "fp32 is the plain call"
+    low = [x.bfloat16().requires_grad_() for x in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_attention(*low, mask)
+    reference = F.scaled_dot_product_attention(*(x.float() for x in low), attn_mask=mask)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, reference.bfloat16())
+    out.float().sum().backward()
+    assert all(x.grad is not None and x.grad.dtype == torch.bfloat16 for x in low)

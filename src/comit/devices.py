@@ -48,6 +48,34 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# CPU flags (Linux /proc/cpuinfo) of native bf16 arithmetic: AVX-512 BF16 and AMX on x86, BF16 on Arm.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty where /proc/cpuinfo is not readable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_bf16_units(flags: set[str] | None = None) -> bool:
+    """Whether the CPU computes in bf16 natively. Without such units torch emulates bf16, and a
+    training step in bf16 ran 16x slower than fp32 on an AVX2-only AMD EPYC (docs/training.md)."""
+    return bool(set(BF16_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+
+
+def auto_precision(device: torch.device | str) -> str:
+    """``bf16`` where it is fast (CUDA, and CPUs with bf16 units), else ``fp32``: what ``auto`` means."""
+    device = torch.device(device)
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units()) else "fp32"
+
+
 def describe_device(device: torch.device | str) -> str:
     """'NVIDIA H200' for a GPU, 'AMD EPYC (2 cores)' for the CPU: what results are recorded with."""
     device = torch.device(device)

@@ -51,10 +51,11 @@ class Context:
     def gemm_size(self) -> int:
         return default_gemm_size(self.device, quick=self.settings.size == "tiny")
 
-    def gemm(self) -> tuple[Callable[[], object], int]:
-        """The peak GEMM of this run (a function) and its FLOPs."""
+    def gemm(self, precision: str | None = None) -> tuple[Callable[[], object], int]:
+        """The peak GEMM of this run, or of ``precision`` (a function), and its FLOPs."""
         size = self.gemm_size
-        a, b = gemm_operands(self.device, self.compute_dtype, size)
+        dtype = self.compute_dtype if precision is None else (torch.bfloat16 if precision == "bf16" else torch.float32)
+        a, b = gemm_operands(self.device, dtype, size)
         return (lambda: a @ b), gemm_flops(size)
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..devices import auto_precision
 from ..model.acceleration import check_precision
 from ..model.autoencoders import SDVAE
 from ..model.comit import COMiT
@@ -34,6 +35,7 @@ class BenchSettings:
     sections: tuple[str, ...] = SECTIONS
     forward_batches: tuple[int, ...] = (1, 4)
     train_configs: tuple[str, ...] = ("tiny", "shapes-small")
+    train_baseline: bool = True
     seed: int = 0
 
     def check(self) -> "BenchSettings":
@@ -41,6 +43,8 @@ class BenchSettings:
             raise ValueError(f"--size must be one of {list(MODEL_SIZES)}, got {self.size!r}")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"--geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+        if self.precision == "auto":  # recorded as what it resolved to on this machine
+            self.precision = auto_precision(self.device)
         check_precision(self.precision)
         for name, value in (("batch", self.batch), ("repeats", self.repeats)):
             if value < 1:

@@ -28,13 +28,17 @@ Device = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]
 Batch = Annotated[int, typer.Option("--batch", help="Images per call for tokenize/detokenize.")]
 Repeats = Annotated[int, typer.Option("--repeats", help="Timed repeats (median and spread).")]
 Warmup = Annotated[int, typer.Option("--warmup", help="Untimed rounds after the counted warm-up run.")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; not exact).")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 | bf16 (autocast; not exact) | auto (bf16 on "
+                                         "CUDA and on CPUs with bf16 units, else fp32).")]
 Compile = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the transformer.")]
 Geometry = Annotated[str, typer.Option("--geometry", help="auto | paper | small (auto: small for tiny).")]
 Attention = Annotated[str, typer.Option("--attention", help="Attention modes to measure.")]
 Sections = Annotated[str, typer.Option("--sections", help="Sections to run.")]
 ForwardBatches = Annotated[str, typer.Option("--forward-batches", help="Batch sizes of the forward section.")]
 TrainConfigs = Annotated[str, typer.Option("--train-configs", help="Training configs of the train section.")]
+TrainBaseline = Annotated[bool, typer.Option("--train-baseline/--no-train-baseline",
+                                             help="Also time each training config's 2026-12-06 step (fp32, the "
+                                                  "global crop encoded twice), interleaved step by step.")]
 Threads = Annotated[int, typer.Option("--threads", help="torch threads (0: torch's default).")]
 
 
@@ -43,7 +47,7 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
           warmup: Warmup = 0, precision: Precision = "fp32", compile: Compile = False, geometry: Geometry = "auto",
           attention: Attention = ",".join(ATTENTION_MODES), sections: Sections = ",".join(SECTIONS),
           forward_batches: ForwardBatches = "1,4", train_configs: TrainConfigs = "tiny,shapes-small",
-          threads: Threads = 0):
+          train_baseline: TrainBaseline = True, threads: Threads = 0):
     """Benchmark on random weights: peak, forward, tokenize, detokenize, fast paths, training step."""
     from ..bench.setup import BenchSettings
     from ..bench.suite import run_benchmark, write_results
@@ -52,7 +56,7 @@ def bench(out: Out, size: Size = "tiny", device: Device = "cpu", batch: Batch = 
     settings = BenchSettings(size=size, device=device, batch=batch, repeats=repeats, warmup=warmup,
                              precision=precision, compile=compile, geometry=geometry, attention=_names(attention),
                              sections=_names(sections), forward_batches=_integers(forward_batches, "--forward-batches"),
-                             train_configs=_names(train_configs))
+                             train_configs=_names(train_configs), train_baseline=train_baseline)
     with torch_threads(threads or None):
         result = run_benchmark(settings.check(), out_dir=out)
     json_path, md_path = write_results(result, out)

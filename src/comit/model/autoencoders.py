@@ -129,6 +129,11 @@ def encode(autoencoder: Autoencoder, images: torch.Tensor, generator: torch.Gene
     return autoencoder.encode(images)
 
 
+def is_deterministic(autoencoder: Autoencoder) -> bool:
+    """Whether encoding the same pixels twice gives the same latents (no posterior sampling)."""
+    return not getattr(autoencoder, "sample_posterior", False)
+
+
 def encode_moments(autoencoder: Autoencoder, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The Gaussian an encoding is drawn from, as (mean, std): ``mean + std * noise`` is a fresh
     encoding. Deterministic autoencoders give std zero."""

@@ -227,8 +227,9 @@ class OptimConfig(_Section):
 class LoopConfig(_Section):
     """How long to train and what to write.
 
-    precision: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16`` (also on CPUs:
-        worth it only where they have bf16 matrix units, e.g. AMX; measure with ``comit bench``).
+    precision: ``auto`` (bf16 autocast on CUDA and on CPUs with bf16 units — AVX-512 BF16, AMX —,
+        fp32 on other CPUs, where torch emulates bf16 and a step ran 16x slower), ``fp32`` or
+        ``bf16``. Experiments that compare runs made on different machines pin ``fp32``.
     eval_every: every so many steps, score the EMA model on ``eval_images`` held-out images
         (``validation.py``: 10-step and one-step PSNR, gain over another image) into ``val.jsonl``
         (0: never).

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import build_dataset, save_image
-from ..devices import describe_device, resolve_device
+from ..devices import auto_precision, describe_device, resolve_device
 from ..progress import progress
 from ..model.autoencoders import SDVAE, Autoencoder
 from ..atomic import atomic_write
@@ -222,9 +222,7 @@ class Trainer:
 
     def precision(self) -> str:
         wanted = self.config.loop.precision
-        if wanted == "auto":
-            return "bf16" if self.process.device.type == "cuda" else "fp32"
-        return wanted
+        return auto_precision(self.process.device) if wanted == "auto" else wanted
 
     # -------------------------------------------------------------- the loop
     def run(self) -> Path:

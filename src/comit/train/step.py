@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.autoencoders import encode
+from ..model.autoencoders import encode, is_deterministic
 from ..model.comit import COMiT
 from ..model.crops import cut_boxes, step_offsets
 from ..model.transformer import PredictorOutput
@@ -109,7 +109,7 @@ class TrainingStep(nn.Module):
             slots, pending = self.conveyor.pending(teacher is not None)
         images, x1, crops, teacher = pending.images, pending.latents, pending.crops, pending.teacher
         batch = images.shape[0]
-        messages, raw = self.observe(images, crops, crops.last(), pending.messages, latents=latents)
+        messages, raw = self.observe(images, crops, crops.last(), pending.messages, latents=latents, full=x1)
         if self.conveyor is not None:
             self.conveyor.advance(slots, messages)
         written = messages
@@ -185,14 +185,15 @@ class TrainingStep(nn.Module):
             for step in range(crops.length - 1):
                 column = torch.full((batch,), step)
                 messages, _ = self.observe(images, crops, column, messages, select=column < crops.last(),
-                                           latents=latents)
+                                           latents=latents, full=x1)
         return PendingWrite(images=images, latents=x1, crops=crops, messages=messages, teacher=teacher)
 
     def observe(self, images: torch.Tensor, crops: CropSequences, column: torch.Tensor, messages: torch.Tensor,
-                select: torch.Tensor | None = None,
-                latents: CachedLatents | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                select: torch.Tensor | None = None, latents: CachedLatents | None = None,
+                full: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the message of each selected image with its crop number ``column[b]``; returns
         the new messages and the raw (pre-FSQ) values written (zeros where not selected).
+        ``full``: the images' full latents, already encoded (the global crop's, when encoding is deterministic).
 
         Crops of different sizes (the global crop and local ones) go through the transformer as
         separate batches, because their latents differ in size.
@@ -206,7 +207,7 @@ class TrainingStep(nn.Module):
         for crop_size in size[select].unique().tolist():
             group = select & (size == crop_size)
             with torch.no_grad():
-                crop_latents = self.crop_latents(images, top, left, group, crop_size, latents)
+                crop_latents = self.crop_latents(images, top, left, group, crop_size, latents, full)
             on_device = group.to(images.device)
             box = torch.stack([top[group], left[group], size[group]]).to(images.device)
             write = self.model.write(crop_latents, messages[on_device], offset[on_device], location[on_device], box)
@@ -215,13 +216,18 @@ class TrainingStep(nn.Module):
         return updated, raw
 
     def crop_latents(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, group: torch.Tensor,
-                     crop_size: int, cached: CachedLatents | None) -> torch.Tensor:
+                     crop_size: int, cached: CachedLatents | None, full: torch.Tensor | None = None) -> torch.Tensor:
         """The latents of the ``group`` images' crops (all ``crop_size``): encoded, or drawn from the cache."""
+        whole = crop_size == self.model.config.image_size
+        if cached is None and whole and full is not None and is_deterministic(self.model.vae):
+            # The global crop is the image: its latent is the step's flow target, encoded once (16 %
+            # of a global-crop step went to encoding it a second time; benchmarks/README.md).
+            return full[group.to(full.device)]
         if cached is None:
             pixels = cut_boxes(images[group.to(images.device)], top[group], left[group], crop_size)
             return encode(self.model.vae, pixels)
         rows = group.nonzero().flatten().to(images.device)
-        if crop_size == self.model.config.image_size:
+        if whole:
             return cached.full(rows)
         grid = self.model.crops
         cells = (top[group] // grid.stride) * grid.grid_size + left[group] // grid.stride

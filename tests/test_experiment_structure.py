@@ -395,3 +395,16 @@ def test_a_unit_committed_mid_training_starts_again_with_clean_logs(committed, t
     assert "arm G, seed 0: train" in result.output and "2/2 units finished" in result.output
     steps = [json.loads(line)["step"] for line in (unit / "metrics.jsonl").read_text().splitlines()]
     assert 999 not in steps and steps == sorted(steps)
+
+
+def test_a_unit_records_the_code_its_process_started_with(monkeypatch):
+    """A commit made while a long unit trains must not be credited with it: the version is read once."""
+    from comit.experiments import runner
+
+    versions = iter(["aaaaaaa", "bbbbbbb"])
+    monkeypatch.setattr(runner, "code_version", lambda: next(versions))
+    runner.code_at_start.cache_clear()
+    try:
+        assert runner.code_at_start() == "aaaaaaa" and runner.code_at_start() == "aaaaaaa"
+    finally:
+        runner.code_at_start.cache_clear()

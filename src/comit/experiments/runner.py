@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -213,7 +213,7 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
               "wall_time_s": round(time.perf_counter() - started, 1),
               "resumed_from": resume_from.name if resume_from is not None else None,
               "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
-              "command": train_command(config, unit, out), "code": code_version(),
+              "command": train_command(config, unit, out), "code": code_at_start(),
               **where_and_when(resolved.loop.device), "final": _final_losses(run_dir)}
     atomic_write_json(record_path, record)
     return record
@@ -259,6 +259,13 @@ def train_start(config: ExperimentConfig, start: Unit, out: Path, progress: bool
             waiting = True
         time.sleep(poll_s)
     _check_same_training(start.run_dir(out), unit_config(config, start, out))
+
+
+@cache
+def code_at_start() -> str | None:
+    """``code_version()`` when this process first asked (``run_experiment`` asks before any work): the
+    code it runs was imported then, and later commits to the work tree do not change it."""
+    return code_version()
 
 
 def code_version() -> str | None:
@@ -456,6 +463,7 @@ def run_experiment(config: ExperimentConfig, out: Path, command: list[str], devi
     Units another live process is working on are left to it; they are returned. Units found
     finished are not reported on again (nothing changed)."""
     out = Path(out)
+    code_at_start()
     prepare_output(config, out)
     todo, elsewhere = units(config), []
     for number, unit in enumerate(todo, start=1):

@@ -29,6 +29,9 @@ from comit.model.checkpoints import BUNDLED_DIR
 from comit.model.model_card import MODEL_CARD_NAME
 
 
+SHAPES_DATA = "the built-in shapes (comit.data.shapes: 64-px scenes of coloured polygons)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+",
@@ -48,6 +51,7 @@ def main() -> None:
         "command": args.command,
         "steps": sum(record["step"] for record in lasts),
         "images_seen": sum(record["step"] * model_batch(run) for record, run in zip(lasts, args.runs)),
+        "data": training_data(final),
         "wall_time_minutes": args.minutes,
         "machine": args.machine or f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",  # sharing: say so in --command
         "date": time.strftime("%Y-%m-%d", time.gmtime((final / "model" / "model.safetensors").stat().st_mtime)),
@@ -69,6 +73,14 @@ def model_batch(run: Path) -> int:
     from comit.train.config import load_config
 
     return load_config(run / "config.yaml").optim.batch_size
+
+
+def training_data(run: Path) -> str:
+    """What the run learnt from, in words for the built-in shapes (the model card and the fit warning say it)."""
+    from comit.train.config import load_config
+
+    dataset = load_config(run / "config.yaml").data.dataset
+    return SHAPES_DATA if dataset.split(":")[0] == "shapes" else dataset
 
 
 if __name__ == "__main__":

@@ -151,28 +151,44 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
     from ..data.folder import expand_image_arguments
     from ..model.acceleration import autocast
 
+    import torch
+
+    from ..data.images import load_images
+    from ..model.fit import poor_fit_message, reconstruction_psnr
+
     images = expand_image_arguments(images)
     net = prepared_model(model, device, revision, compile_model)
     order_value = parse_order(order)
+    pixels = load_images(images, net.config.image_size)
     with autocast(net.device, precision):
-        tokens = tokenize_files(net, images, order_value, resolved_num_crops(order_value, num_crops), global_crop,
-                                seed, batch_size)
+        tokens = tokenize_pixels(net, pixels, order_value, resolved_num_crops(order_value, num_crops), global_crop,
+                                 seed, batch_size)
         pictures = detokenize_all(net, tokens, steps, cfg, solver, seed, batch_size)
-    write_images(output, output_names(images), pictures)
+    names = output_names(images)
+    write_images(output, names, pictures)
     typer.echo(f"wrote {len(pictures)} reconstructions to {output}")
+    poor = poor_fit_message(reconstruction_psnr(pixels, torch.stack(pictures)), names, net.training_data)
+    if poor:
+        typer.echo(f"warning: {poor}", err=True)
 
 
 def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, seed: int, batch_size: int):
     """Load every image first (so a bad file fails before any work), then tokenize in batches."""
+    from ..data.images import load_images
+
+    return tokenize_pixels(net, load_images(paths, net.config.image_size), order, num_crops, global_crop, seed,
+                           batch_size)
+
+
+def tokenize_pixels(net, pixels, order, num_crops, global_crop: bool, seed: int, batch_size: int):
+    """Tokenize loaded images [N, 3, S, S] in batches, one generator for all."""
     import torch
 
-    from ..data.images import load_images
     from ..model.comit import Tokens
 
-    pixels = load_images(paths, net.config.image_size)
     generator = torch.Generator().manual_seed(seed)
     parts = []
-    indices = list(range(len(paths)))
+    indices = list(range(len(pixels)))
     for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="tokenize"):
         parts.append(net.tokenize(pixels[chunk], global_crop=global_crop, order=order, num_crops=num_crops,
                                   generator=generator).to("cpu"))

@@ -180,6 +180,20 @@ def check_predictor_shapes(config: ModelConfig, shapes: dict[str, tuple[int, ...
 
 
 # ---------------------------------------------------------------------- load / save
+PROVENANCE_NAME = "provenance.json"
+
+
+def read_provenance(directory: Path) -> dict | None:
+    """A saved model's ``provenance.json`` (how it was trained), or None without one."""
+    path = Path(directory) / PROVENANCE_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error.msg}); fix or delete it") from None
+
+
 def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, attention: str | None = None,
                device=None, download: HubDownload = HubDownload()) -> "COMiT":
     directory = resolve_checkpoint(name_or_path, download)
@@ -203,6 +217,7 @@ def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, a
         if result.missing_keys or result.unexpected_keys:
             raise CheckpointError(f"autoencoder weights do not match: missing {result.missing_keys[:3]}, "
                                   f"unexpected {result.unexpected_keys[:3]}")
+    model.training_data = (read_provenance(directory) or {}).get("data")
     model.eval()
     return model.to(device) if device is not None else model
 

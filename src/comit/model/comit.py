@@ -10,6 +10,7 @@ t = 1, reading the message with the decoding offset -loc(c_K), with APG guidance
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import partial
@@ -27,6 +28,7 @@ from .checkpoints import HubDownload, load_model, save_model
 from .config import AutoencoderConfig, ModelConfig
 from .conv_autoencoder import ConvAutoencoder
 from .crops import CropGrid, step_offsets, tokens_inside
+from .fit import PoorFitWarning, poor_fit_message, reconstruction_psnr
 from .fsq import FSQ
 from .guidance import check_guidance, guided_velocity
 from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
@@ -125,6 +127,7 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
     def __init__(self, config: ModelConfig, autoencoder: Autoencoder | None = None):
         super().__init__()
         self.config = config
+        self.training_data: str | None = None  # what it learnt from, when its provenance says (from_pretrained)
         self.predictor = Transformer(**config.predictor_kwargs())
         self.quantizer = FSQ(config.fsq_levels)
         self.crops = CropGrid(config.image_size, config.crop_size, config.grid_size)
@@ -475,9 +478,14 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         """tokenize then detokenize; ``noise`` starts the decoding, ``tokenize_noise`` the adaptive policy."""
         tokens = self.tokenize(images, global_crop=global_crop, order=order, num_crops=num_crops,
                                noise=tokenize_noise, generator=generator, error_budget=error_budget)
-        return self.detokenize(tokens.messages, tokens.offsets, num_steps=num_steps, solver=solver,
-                               cfg_weight=cfg_weight, apg_momentum=apg_momentum, noise=noise,
-                               generator=generator, decode=decode)
+        pictures = self.detokenize(tokens.messages, tokens.offsets, num_steps=num_steps, solver=solver,
+                                   cfg_weight=cfg_weight, apg_momentum=apg_momentum, noise=noise,
+                                   generator=generator, decode=decode)
+        if decode:
+            message = poor_fit_message(reconstruction_psnr(images, pictures).cpu(), training_data=self.training_data)
+            if message:
+                warnings.warn(message, PoorFitWarning, stacklevel=2)
+        return pictures
 
     # ------------------------------------------------------------------ input checks
     def _check_images(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,27 +7,13 @@ checking that it loads and giving it a model card if it has none.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from .checkpoints import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, read_config, resolve_checkpoint
+from .checkpoints import (CONFIG_NAME, PROVENANCE_NAME, WEIGHTS_NAME, CheckpointError, read_config,
+                          read_provenance, resolve_checkpoint)
 from .model_card import MODEL_CARD_NAME, model_card, save_card
-
-PROVENANCE_NAME = "provenance.json"
-
-
-def read_provenance(directory: Path) -> dict | None:
-    """A saved model's ``provenance.json`` (how it was trained), or None without one."""
-    path = Path(directory) / PROVENANCE_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error.msg}); fix or delete it") from None
-
 
 def write_model_card(directory: Path, repo_id: str | None = None, metrics: dict | None = None) -> Path:
     """Give a saved model folder a ``README.md`` card from its config and provenance (kept if one is there)."""

@@ -15,6 +15,7 @@ Output folder::
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
@@ -30,6 +31,7 @@ from ..devices import auto_precision, describe_device, resolve_device
 from ..progress import progress
 from ..model.autoencoders import SDVAE, Autoencoder
 from ..atomic import atomic_write
+from ..model.checkpoints import PROVENANCE_NAME
 from ..model.comit import COMiT
 from ..model.conv_autoencoder import ConvAutoencoder
 from ..model.policies import RasterScan
@@ -389,11 +391,13 @@ class Trainer:
     def save_final_model(self) -> Path:
         target = self.out / "model"
         if self.process.is_main:
-            self.ema_model().save_pretrained(target, model_card_kwargs={"provenance": self.provenance()})
+            provenance = self.provenance()
+            self.ema_model().save_pretrained(target, model_card_kwargs={"provenance": provenance})
+            # Beside the card, machine-readable: from_pretrained reads what the model learnt from.
+            atomic_write(target / PROVENANCE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(provenance, indent=2) + "\n"))
         if self.process.distributed:
             dist.barrier()
         return target
-
 
     def provenance(self) -> dict:
         """How the final model was made, for its model card."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 # Measured with the bundled model at the CLI's defaults (adaptive policy, 3 crops, 10 Euler steps,
-# guidance 7.5; 2026-12-07): its 6 shapes samples 18.8-23.4 dB, 8 scikit-image photographs
-# 8.3-14.8 dB (and 22.6 dB for the deep field, mostly black, which it paints back as black).
+# guidance 7.5; 2026-12-07, docs/results/photo-fit-2026-12-07): its 6 shapes samples 18.8-23.4 dB, 7 of 8
+# scikit-image photographs 8.3-14.8 dB (the deep field, mostly black, 22.6 dB: painted back as black).
 POOR_PSNR_DB = 16.0
 
 

@@ -105,13 +105,15 @@ def _train(train: dict) -> str:
         return f"## Training step\n\nnot measured: {train['reason']}\n"
     note = ("\nVariants: `current` is the step as it runs now; `2026-12-06` the step before 2026-12-07 "
             "(fp32, the global crop encoded twice), timed step by step in turn with it; speed-up = "
-            "current / 2026-12-06 images/s.\n") if any(r.get("variant") != "current" for r in train["rows"]) else ""
+            "current / 2026-12-06 images/s; each row's % of peak is against the GEMM peak of its own precision, "
+            "timed beside its steps.\n") if any(r.get("variant") != "current" for r in train["rows"]) else ""
     return "## Training step\n\n" + table(
         ["config", "variant", "precision", "batch", "ms / step", "images/s", "speed-up", "trained writes/s", "GFLOP/s",
-         "% of peak", "peak MB"],
+         "GEMM peak", "% of peak", "peak MB"],
         [[r["config"], r.get("variant", "current"), r.get("precision", "—"), r["batch"], spread(r["timing"]),
           r["images_per_s"], f"{r['speedup']:.2f}x" if "speedup" in r else "—", r.get("writes_per_s", "—"),
-          r["gflops"], f"{r['pct_of_peak']:.0f}%", r["peak_memory_mb"]] for r in train["rows"]]) + note
+          r["gflops"], r.get("peak_gflops", "—"), f"{r['pct_of_peak']:.0f}%", r["peak_memory_mb"]]
+         for r in train["rows"]]) + note
 
 
 SECTIONS = (("peak", _peak), ("forward", _forward), ("tokenize", _tokenize), ("detokenize", _detokenize),

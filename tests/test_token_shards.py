@@ -75,7 +75,70 @@ def test_another_run_into_the_same_folder_is_refused(tmp_path, tiny_model_dir, p
     result = runner.invoke(app, ["tokenize", str(photos), "-o", str(out), "-m", str(tiny_model_dir),
                                  "--shard-size", "16", "--num-crops", "4"])
     assert result.exit_code == 1
-    assert "holds the shards of another tokenize run (settings differ)" in result.output
+    assert "holds the shards of another tokenize run (settings: num_crops differ)" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def test_a_broken_image_on_a_fresh_run_leaves_nothing_and_the_fixed_input_runs(tmp_path, tiny_model_dir, photos):
+    broken = photos / "class0" / "00.png"
+    broken.write_bytes(b"")  # the first image: no shard can finish
+    out = tmp_path / "tokens"
+    result = runner.invoke(app, ["tokenize", str(photos), "-o", str(out), "-m", str(tiny_model_dir),
+                                 "--shard-size", "16"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and "00.png" in result.output and result.output.count("\n") == 1
+    assert not out.exists(), "no folder, no index, no shard, no temporary file"
+    broken.unlink()
+    said = tokenize(photos, "-o", out, "-m", tiny_model_dir, "--shard-size", 16)
+    assert "wrote 3 shards (39 images" in said and len(TokenShards(out)) == 39
+
+
+def test_a_broken_image_after_finished_shards_keeps_them_for_the_fixed_input(tmp_path, tiny_model_dir, photos):
+    broken = photos / "class2" / "38.png"  # the last image in order: shards 0 and 1 finish first
+    broken.write_bytes(b"not a png")
+    out = tmp_path / "tokens"
+    result = runner.invoke(app, ["tokenize", str(photos), "-o", str(out), "-m", str(tiny_model_dir),
+                                 "--shard-size", "16"])
+    assert result.exit_code == 1 and "38.png" in result.output and "Traceback" not in result.output
+    assert _files(out) == {INDEX_NAME, shard_name(0), shard_name(1)}
+    kept = {name: (out / name).stat().st_mtime_ns for name in (shard_name(0), shard_name(1))}
+    broken.unlink()
+    said = tokenize(photos, "-o", out, "-m", tiny_model_dir, "--shard-size", 16)
+    assert "the inputs changed since" in said and "(40 -> 39 images)" in said
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept, "unchanged shards are kept"
+    fresh = tmp_path / "fresh"
+    tokenize(photos, "-o", fresh, "-m", tiny_model_dir, "--shard-size", 16)
+    for shard in range(3):
+        a, b = load_tokens(out / shard_name(shard)), load_tokens(fresh / shard_name(shard))
+        assert a.sources == b.sources and torch.equal(a.tokens.ids, b.tokens.ids)
+
+
+def test_a_finished_folder_over_other_inputs_is_never_adopted(tmp_path, tiny_model_dir, photos):
+    out = tmp_path / "tokens"
+    tokenize(photos, "-o", out, "-m", tiny_model_dir, "--shard-size", 16)
+    (photos / "class0" / "00.png").unlink()
+    result = runner.invoke(app, ["tokenize", str(photos), "-o", str(out), "-m", str(tiny_model_dir),
+                                 "--shard-size", "16"])
+    assert result.exit_code == 1 and "a finished run over other inputs" in result.output
+    assert len(TokenShards(out)) == 40
+
+
+def test_a_damaged_shard_is_redone_and_a_killed_runs_temporary_file_removed(tmp_path, tiny_model_dir, photos):
+    out = tmp_path / "tokens"
+    tokenize(photos, "-o", out, "-m", tiny_model_dir, "--shard-size", 16)
+    before = load_tokens(out / shard_name(1))
+    path = out / shard_name(1)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    (out / ".shard-00002.safetensors.abc123.tmp").write_bytes(b"half")
+    said = tokenize(photos, "-o", out, "-m", tiny_model_dir, "--shard-size", 16)
+    assert f"{shard_name(1)} redone: " in said and "truncated" in said
+    assert "wrote 1 shards (16 images" in said and "2 already done" in said
+    assert torch.equal(load_tokens(path).tokens.ids, before.tokens.ids)
+    assert _files(out) == {INDEX_NAME, shard_name(0), shard_name(1), shard_name(2)}
 
 
 def test_a_dataset_spec_is_tokenized_by_name(tmp_path, tiny_model_dir):

@@ -8,6 +8,13 @@ running the same command into the same folder again does only the missing shards
 another run is refused rather than mixed. Under ``torchrun`` process ``r`` of ``W`` does shards
 ``r, r + W, ...`` (no process group is needed: the plan is the same on every process). Each shard
 draws its random choices from its own seed, so a shard is the same whoever writes it and whenever.
+
+What a run leaves (docs/datasets.md): a run that fails before its first shard is finished leaves
+nothing (the index it wrote and its temporary files are removed); finished shards stay, and the
+next run checks each of them (its images, settings and row count) and redoes one that does not
+match. When only the inputs changed since an unfinished folder was started (a broken file removed),
+the same command adopts the folder: shards whose images did not change are kept, the rest redone.
+A finished folder, or one made with another model or other settings, is never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -102,17 +109,55 @@ def read_plan(folder: Path) -> ShardPlan | None:
         raise ValueError(f"{path} is not a comit token-shards index; use an empty folder for --output") from None
 
 
-def claim_folder(folder: Path, plan: ShardPlan) -> None:
-    """Write the index, or check that the folder's index is this plan (a resumed run)."""
+def claim_folder(folder: Path, plan: ShardPlan) -> list[str]:
+    """Write the index, or check that the folder's index is this plan (a resumed run) or an unfinished
+    run of the same job over inputs that changed since; returns what was adopted, in words."""
     folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob(".*.tmp"):  # a killed run's half-written files (atomic_write's names)
+        leftover.unlink(missing_ok=True)
     found = read_plan(folder)
+    if found == plan:
+        return []
+    if found is not None:
+        check_same_job(folder, found, plan)
+    atomic_write_json(folder / INDEX_NAME, asdict(plan))
     if found is None:
-        atomic_write_json(folder / INDEX_NAME, asdict(plan))
-        return
-    if found != plan:
-        differing = [key for key in ShardPlan.__dataclass_fields__ if getattr(found, key) != getattr(plan, key)]
-        raise ValueError(f"{folder} holds the shards of another tokenize run ({', '.join(differing)} differ); "
-                         "re-run that command to finish it, or use a new --output folder")
+        return []
+    for extra in range(plan.num_shards, found.num_shards):
+        (folder / shard_name(extra)).unlink(missing_ok=True)
+    return [f"the inputs changed since {folder} was started ({found.num_images} -> {plan.num_images} images): "
+            "shards whose images are unchanged are kept, the others redone"]
+
+
+def check_same_job(folder: Path, found: ShardPlan, plan: ShardPlan) -> None:
+    """Refuse a folder of another job, naming what differs; an unfinished run of this job may differ
+    only in its inputs."""
+    job = ("model", "settings", "data", "shard_size", "format")
+    differing = [key for key in job if getattr(found, key) != getattr(plan, key)]
+    if "settings" in differing:
+        keys = sorted(k for k in set(found.settings) | set(plan.settings) if found.settings.get(k) != plan.settings.get(k))
+        differing[differing.index("settings")] = f"settings: {', '.join(keys)}"
+    finished = all((folder / shard_name(shard)).is_file() for shard in range(found.num_shards))
+    if differing or finished:
+        what = ", ".join(differing) if differing else "a finished run over other inputs: num_images, sources_sha256"
+        raise ValueError(f"{folder} holds the shards of another tokenize run ({what} differ); re-run that "
+                         "command to finish it, or use a new --output folder")
+
+
+def shard_problem(folder: Path, plan: ShardPlan, shard: int, sources: Sequence[str]) -> str | None:
+    """Why a finished shard is not this plan's (damaged, other images, other settings), or None."""
+    try:
+        found = load_tokens(folder / shard_name(shard))
+    except ValueError as error:
+        return str(error)
+    images = plan.images_of(shard)
+    if len(found.sources) != len(images):
+        return f"it holds {len(found.sources)} images, the plan {len(images)}"
+    if found.model != plan.model or found.settings != plan.settings:
+        return "it was made with another model or other settings"
+    if found.sources != [sources[i] for i in images]:
+        return "its images are not this run's"
+    return None
 
 
 @dataclass
@@ -122,6 +167,7 @@ class ShardsResult:
     skipped: int  # shards this process found already done
     images: int  # images this process tokenized
     seconds: float
+    notes: list[str] = field(default_factory=list)  # shards redone, a folder adopted: one line each
 
     @property
     def images_per_s(self) -> float:
@@ -131,22 +177,39 @@ class ShardsResult:
 def tokenize_to_shards(model: COMiT, dataset: Dataset, folder: Path, plan: ShardPlan, *, batch_size: int = 32,
                        num_workers: int = 0, rank: int = 0, world_size: int = 1, precision: str = "fp32",
                        sources: Sequence[str], show_progress: bool = True) -> ShardsResult:
-    """Tokenize this process's missing shards of ``plan`` into ``folder``."""
-    claim_folder(folder, plan)
+    """Tokenize this process's missing (or damaged) shards of ``plan`` into ``folder``."""
+    existed, created = folder.exists(), not (folder / INDEX_NAME).is_file()
+    notes = claim_folder(folder, plan)
     mine = [shard for shard in range(plan.num_shards) if shard % world_size == rank]
-    todo = [shard for shard in mine if not (folder / shard_name(shard)).exists()]
-    started, images = time.perf_counter(), 0
+    todo = []
+    for shard in mine:
+        if not (folder / shard_name(shard)).exists():
+            todo.append(shard)
+        elif (problem := shard_problem(folder, plan, shard, sources)) is not None:
+            notes.append(f"{shard_name(shard)} redone: {problem}")
+            (folder / shard_name(shard)).unlink()
+            todo.append(shard)
+    started, images, written = time.perf_counter(), 0, 0
     bar = progress(total=sum(len(plan.images_of(shard)) for shard in todo), desc="tokenize", unit="img",
                    enabled=show_progress)
-    for shard in todo:
-        tokens = tokenize_shard(model, dataset, plan, shard, batch_size, num_workers, precision, bar)
-        indices = plan.images_of(shard)
-        save_tokens(folder / shard_name(shard), tokens, model=plan.model, fsq_levels=model.config.fsq_levels,
-                    settings=plan.settings, sources=[sources[i] for i in indices])
-        images += len(indices)
-    bar.close()
-    return ShardsResult(folder=folder, written=len(todo), skipped=len(mine) - len(todo), images=images,
-                        seconds=time.perf_counter() - started)
+    try:
+        for shard in todo:
+            tokens = tokenize_shard(model, dataset, plan, shard, batch_size, num_workers, precision, bar)
+            indices = plan.images_of(shard)
+            save_tokens(folder / shard_name(shard), tokens, model=plan.model, fsq_levels=model.config.fsq_levels,
+                        settings=plan.settings, sources=[sources[i] for i in indices])
+            images, written = images + len(indices), written + 1
+    except Exception:
+        if created and not any(folder.glob("shard-*.safetensors")):
+            # Nothing finished: the folder is left as it was found, so the fixed input starts afresh.
+            (folder / INDEX_NAME).unlink(missing_ok=True)
+            if not existed and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    finally:
+        bar.close()
+    return ShardsResult(folder=folder, written=written, skipped=len(mine) - len(todo), images=images,
+                        seconds=time.perf_counter() - started, notes=notes)
 
 
 def tokenize_shard(model: COMiT, dataset: Dataset, plan: ShardPlan, shard: int, batch_size: int, num_workers: int,

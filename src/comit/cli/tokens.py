@@ -106,6 +106,8 @@ def tokenize_dataset(paths, data, split, output: Path, model: str, device: str, 
     result = tokenize_to_shards(net, dataset, output, plan, batch_size=batch_size, num_workers=num_workers,
                                 rank=rank, world_size=world_size, precision=precision, sources=sources)
     who = f"process {rank} of {world_size}: " if world_size > 1 else ""
+    for note in result.notes:
+        typer.echo(f"{who}{note}")
     typer.echo(f"{who}wrote {result.written} shards ({result.images} images, {result.images_per_s:.1f} img/s), "
                f"{result.skipped} already done; {plan.num_shards} shards of {plan.num_images} images in {output}")
 

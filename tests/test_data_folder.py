@@ -139,5 +139,5 @@ def test_build_dataset_passes_folder_options(tmp_path):
 def test_build_dataset_rejects_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="shapes.*existing image folder"):
         build_dataset(str(tmp_path / "nope"), 8)
-    with pytest.raises(ValueError, match="split"):
-        build_dataset(str(tmp_path), 8, split="test")
+    with pytest.raises(ValueError, match="--split must be a split name"):
+        build_dataset(str(tmp_path), 8, split="../test")

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:key=value,...' or an image folder.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
-SplitOpt = Annotated[str, typer.Option("--split", help="Split to evaluate (train | val; folders: a sub-folder).")]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split to evaluate: train, val (or validation), test, any split the data has (folders: a sub-folder). Default: val where the data has one, else all of it.")]
 # Defaults sized so that `comit eval all` on the bundled model finishes in about 5 minutes on a
 # 2-core CPU (docs/evaluation.md); 0 asks for every image, as a paper-scale evaluation wants.
 DEFAULT_EVAL_IMAGES = 100
@@ -70,6 +70,19 @@ GlobalModesOpt = Annotated[str, typer.Option("--global", help="both | on | off: 
 CountsOpt = Annotated[str, typer.Option(
     "--crop-counts", help="Crop counts to measure, e.g. 1,2,3,5,9 ('all': every count).")]
 MetricsOpt = Annotated[Optional[str], typer.Option("--metrics", help="recon,align,probe (default: what the data allows).")]
+
+
+def _eval_dataset(data: str, image_size: int, split: str | None, num_images: int | None, masks=None):
+    """The split asked for; without --split, val where the data has one, else all of it, unsaid."""
+    import warnings
+
+    from ..data.splits import SplitWarning
+    from ..eval.common import load_dataset
+
+    with warnings.catch_warnings():
+        if split is None:
+            warnings.simplefilter("ignore", SplitWarning)
+        return load_dataset(data, image_size, split or "val", num_images, masks=masks)
 
 
 def _all_if_zero(count: int) -> int | None:
@@ -135,19 +148,18 @@ def _say(out: Path, summary: str) -> None:
 # ---------------------------------------------------------------------- commands
 @eval_app.command()
 @friendly_errors
-def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = "val",
+def recon(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", split: SplitOpt = None,
           num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = ADAPTIVE, num_crops: NumCropsOpt = None,
           global_crop: GlobalOpt = False, steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler",
           fid_features: FidOpt = "inception", seed: SeedOpt = 0, batch_size: BatchOpt = 16,
           device: DeviceOpt = "auto"):
     """PSNR, SSIM, rFID and codebook usage of reconstructions."""
-    from ..eval.common import load_dataset
     from ..eval.run_recon import evaluate_reconstruction, reconstruction_examples, write_recon_report
 
     started = time.perf_counter()
     net = _model(model, device)
     settings = _settings(order, num_crops, global_crop, steps, cfg, solver, seed, batch_size)
-    dataset = load_dataset(data, net.config.image_size, split, _all_if_zero(num_images))
+    dataset = _eval_dataset(data, net.config.image_size, split, _all_if_zero(num_images))
     results = _finish(ctx, evaluate_reconstruction(net, dataset, settings, fid_features), model, data, net.device, started)
     write_recon_report(out, results, reconstruction_examples(net, dataset, settings))
     _say(out, _recon_summary(results.metrics))
@@ -163,18 +175,17 @@ def _recon_summary(m: dict) -> str:
 @eval_app.command()
 @friendly_errors
 def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
-          split: SplitOpt = "val", num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = ADAPTIVE,
+          split: SplitOpt = None, num_images: NumImagesOpt = DEFAULT_EVAL_IMAGES, order: OrderOpt = ADAPTIVE,
           num_crops: NumCropsOpt = None, global_crop: GlobalOpt = False, layer: LayerOpt = -1,
           times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean", direction: DirectionOpt = "token_to_patch",
           q: QOpt = "10,20,30,40,50", seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Token-object alignment: best-token IoU of top-Q attention maps with object masks."""
-    from ..eval.common import load_dataset
     from ..eval.run_align import evaluate_alignment, write_align_report
 
     started = time.perf_counter()
     net = _model(model, device)
     settings = _settings(order, num_crops, global_crop, 10, 7.5, "euler", seed, batch_size)
-    dataset = load_dataset(data, net.config.image_size, split, _all_if_zero(num_images), masks=masks)
+    dataset = _eval_dataset(data, net.config.image_size, split, _all_if_zero(num_images), masks=masks)
     align_settings = _align_settings(layer, times, heads, direction, q)
     results = _finish(ctx, evaluate_alignment(net, dataset, settings, align_settings), model, data, net.device, started)
     write_align_report(out, results)
@@ -219,7 +230,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @eval_app.command()
 @friendly_errors
 def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
-          labels: LabelsOpt = None, split: SplitOpt = "val", num_images: CropImagesOpt = DEFAULT_CROP_IMAGES,
+          labels: LabelsOpt = None, split: SplitOpt = None, num_images: CropImagesOpt = DEFAULT_CROP_IMAGES,
           num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, orders: OrdersOpt = ",".join(ORDER_NAMES),
           global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = DEFAULT_CROP_COUNTS,
           metrics: MetricsOpt = None,
@@ -229,7 +240,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = 30, patience: PatienceOpt = 5,
           holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Every metric against the number of crops, per order, with and without the global crop."""
-    from ..eval.common import load_dataset, parse_numbers
+    from ..eval.common import parse_numbers
     from ..eval.run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
     from ..eval.run_probe import probe_datasets
 
@@ -247,7 +258,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
         probe_train, dataset, _ = probe_datasets(data, net.config.image_size, labels, _all_if_zero(num_train),
                                                  _all_if_zero(num_images), seed=seed)
     else:
-        probe_train, dataset = None, load_dataset(data, net.config.image_size, split, _all_if_zero(num_images), masks=masks)
+        probe_train, dataset = None, _eval_dataset(data, net.config.image_size, split, _all_if_zero(num_images), masks=masks)
     results = evaluate_crop_curves(net, dataset, settings, curves, fid_features,
                                    _align_settings(layer, times, heads, direction, q), probe_train,
                                    _probe_settings(tasks, probe_input, epochs, patience, holdout_fraction, seed))

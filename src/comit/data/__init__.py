@@ -18,6 +18,7 @@ The word ``shapes`` wins over a folder of that name; write ``./shapes`` for the 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -27,11 +28,13 @@ from comit.data.hf_datasets import HF_PREFIX, HFDiskDataset
 from comit.data.images import (IMAGE_EXTENSIONS, ImageLoadError, load_image, load_images,
                                save_image, to_pil)
 from comit.data.samples import sample_annotations, sample_masks, sample_paths
+from comit.data.splits import SplitWarning, check_split_name, split_folder
 from comit.data.tar_shards import WDS_PREFIX, TarShardDataset
 from comit.data.shapes import (COLOR_RGB, COLORS, RELATIONS, SHAPES, SIZES, ShapesConfig,
                                ShapesDataset, ShapesLayoutError, config_field_names, describe)
 
 __all__ = [
+    "SplitWarning",
     "COLORS", "COLOR_RGB", "IMAGE_EXTENSIONS", "RELATIONS", "SHAPES", "SIZES", "SPLITS",
     "VAL_SEED_OFFSET", "HFDiskDataset", "ImageFolderDataset", "TarShardDataset", "ImageLoadError", "ShapesConfig", "ShapesDataset",
     "ShapesLayoutError", "build_dataset", "describe", "load_image", "load_images",
@@ -39,8 +42,7 @@ __all__ = [
     "to_pil",
 ]
 
-SPLITS = ("train", "val")
-
+SPLITS = ("train", "val")  # the shapes dataset's; other sources take the splits they have
 # The val split of "shapes" uses seed + VAL_SEED_OFFSET. Items are keyed by (seed, index), so any
 # offset keeps train and val disjoint; a large prime also keeps "seed=1" val away from "seed=2".
 VAL_SEED_OFFSET = 1_000_003
@@ -54,13 +56,14 @@ def build_dataset(name_or_path: str, image_size: int, split: str = "train", **kw
     Args:
         name_or_path: see the module docstring for the accepted forms.
         image_size: side of the square images the dataset returns.
-        split: "train" or "val". For shapes, val uses ``seed + VAL_SEED_OFFSET``.
+        split: a split name. Shapes has "train" and "val" (also "validation"; val uses
+            ``seed + VAL_SEED_OFFSET``); a folder takes the sub-folder of that name (val and
+            validation stand for each other), a saved ``DatasetDict`` the split of that name.
         **kwargs: further options: ShapesConfig fields for shapes (``flip=False`` is accepted
             and ignored, so callers can pass it for any dataset), ImageFolderDataset options
             (``flip``, ``class_folders``) for folders.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
+    check_split_name(split)
     spec = str(name_or_path).strip()
     if spec == _SHAPES_NAME or spec.startswith(_SHAPES_NAME + ":"):
         return _build_shapes(spec, image_size, split, kwargs)
@@ -69,6 +72,9 @@ def build_dataset(name_or_path: str, image_size: int, split: str = "train", **kw
         if kwargs:
             raise ValueError(f"{spec.split(':')[0]}: datasets take no options {sorted(kwargs)}")
         if spec.startswith(WDS_PREFIX):
+            if split != "train":
+                warnings.warn(f"{spec}: the shards are taken as given, --split {split} selects nothing among them",
+                              SplitWarning, stacklevel=2)
             return TarShardDataset(spec[len(WDS_PREFIX):], image_size, flip=flip)
         return HFDiskDataset(spec[len(HF_PREFIX):], image_size, split, flip=flip)
     if Path(spec).is_dir():
@@ -109,12 +115,12 @@ def _build_shapes(spec: str, image_size: int, split: str, kwargs: dict) -> Shape
         raise ValueError(f"conflicting image sizes: {overrides['image_size']} in {spec!r} and "
                          f"image_size={image_size}; give it once")
     overrides["image_size"] = image_size
-    if split == "val":
+    if split not in ("train", "val", "validation"):
+        raise ValueError(f"shapes has the splits train and val (also called validation), not {split!r}")
+    if split != "train":
         overrides["seed"] = overrides.get("seed", ShapesConfig.seed) + VAL_SEED_OFFSET
     return ShapesDataset(**overrides)
 
 
 def _build_folder(root: Path, image_size: int, split: str, kwargs: dict) -> ImageFolderDataset:
-    split_folder = root / split
-    return ImageFolderDataset(split_folder if split_folder.is_dir() else root, image_size,
-                              **kwargs)
+    return ImageFolderDataset(split_folder(root, split), image_size, **kwargs)

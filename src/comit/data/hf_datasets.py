@@ -10,12 +10,14 @@ Items are ``{"image": float32 [3, S, S] in [-1, 1], "label": int (-1 without lab
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from .images import decode_image_bytes, load_image
+from .splits import SplitWarning, split_names
 
 HF_PREFIX = "hf:"
 NO_LABEL = -1
@@ -36,9 +38,13 @@ class HFDiskDataset(Dataset):
         except (FileNotFoundError, ValueError) as error:
             raise ValueError(f"{HF_PREFIX}{path} is not a saved datasets folder ({str(error).splitlines()[0]})") from None
         if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"{HF_PREFIX}{path} has splits {sorted(loaded)}, not {split!r}")
-            loaded = loaded[split]
+            names = [name for name in split_names(split) if name in loaded]
+            if not names:
+                raise ValueError(f"{HF_PREFIX}{path} has the splits {sorted(loaded)}, not {split!r}; pick one of them")
+            loaded = loaded[names[0]]
+        elif split != "train":
+            warnings.warn(f"{HF_PREFIX}{path} is one dataset without splits: all its rows are used for --split {split}",
+                          SplitWarning, stacklevel=3)
         columns = [name for name, feature in loaded.features.items() if isinstance(feature, datasets.Image)]
         if not columns:
             raise ValueError(f"{HF_PREFIX}{path} has no column of images (features: {sorted(loaded.features)})")

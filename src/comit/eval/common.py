@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from ..data import build_dataset
 from ..progress import progress as progress_bar
 from ..data.mask_folder import MaskFolderDataset
+from ..data.splits import split_folder
 from ..model.comit import COMiT, Tokens
 from ..model.solvers import check_decoding
 from ..model.policies import ADAPTIVE, CropPolicy, FixedOrder, PerImageRandomOrder, RandomOrder, \
@@ -64,14 +65,12 @@ def load_dataset(data: str, image_size: int, split: str = "val", num_images: int
     """``data`` as ``comit.data.build_dataset`` reads it (``shapes``, ``shapes:k=v``, a folder),
     or images paired with a mask folder; the first ``num_images`` items when given."""
     if masks is not None:
-        dataset: Dataset = MaskFolderDataset(_split_folder(Path(data), split), masks, image_size)
+        dataset: Dataset = MaskFolderDataset(split_folder(Path(data), split), masks, image_size)
     else:
         dataset = build_dataset(data, image_size, split=split)
     return first_items(dataset, num_images)
 
 
-def _split_folder(root: Path, split: str) -> Path:
-    return root / split if (root / split).is_dir() else root
 
 
 def first_items(dataset: Dataset, count: int | None) -> Dataset:

@@ -84,3 +84,24 @@ def test_bad_sources_are_one_clear_error(tmp_path):
         build_dataset(f"hf:{tmp_path}/nothing", 64)
     with pytest.raises(ValueError, match="take no options"):
         build_dataset(f"hf:{tmp_path}", 64, class_folders=True)
+
+
+def test_a_compressed_shard_is_named_with_what_to_do(tmp_path, tiny_model_dir):
+    with webdataset.TarWriter(str(tmp_path / "z-0000.tar.gz"), compress=True) as sink:
+        sink.write({"__key__": "k0", "png": png_bytes(COLORS[0])})
+    with pytest.raises(ValueError, match=r"z-0000.tar.gz is a gzip-compressed tar; .* decompress it \(gunzip\)"):
+        build_dataset(f"wds:{tmp_path / 'z-0000.tar.gz'}", 64)
+    result = runner.invoke(app, ["tokenize", "--data", f"wds:{tmp_path / 'z-0000.tar.gz'}", "-o", str(tmp_path / "t"),
+                                 "-m", str(tiny_model_dir)])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_truncated_arrow_file_is_named(tmp_path):
+    table = datasets.Dataset.from_dict({"image": [{"bytes": png_bytes(c), "path": None} for c in COLORS]},
+                                       features=datasets.Features({"image": datasets.Image()}))
+    table.save_to_disk(str(tmp_path / "hf"))
+    (arrow,) = (tmp_path / "hf").glob("*.arrow")
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"hf:{tmp_path / 'hf'}: {arrow.name} cannot be read .* truncated or damaged"):
+        build_dataset(f"hf:{tmp_path / 'hf'}", 64)

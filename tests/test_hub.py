@@ -149,3 +149,30 @@ def test_train_push_to_hub_uploads_the_final_model_with_its_provenance(fake_api,
     card = files["README.md"].decode()
     assert "| optimiser steps | 2 |" in card and "| data | shapes" in card
     assert torch.is_tensor(COMiT.from_pretrained(tmp_path / "run" / "model").predictor.pos_embed)
+
+
+def _hub_cache(tmp_path, model_dir, repo_id="owner/name", commit="a" * 40):
+    """A local huggingface_hub cache holding one model at ``main``, laid out as the hub writes it."""
+    repo = tmp_path / "cache" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for name in ("config.json", "model.safetensors"):
+        blob = repo / "blobs" / f"{name}-blob"
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes((model_dir / name).read_bytes())
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../..") / "blobs" / blob.name)
+    return tmp_path / "cache"
+
+
+def test_a_missing_revision_of_a_cached_model_is_named(tmp_path, tiny_model_dir, monkeypatch):
+    from comit.model.checkpoints import CheckpointError
+
+    cache = _hub_cache(tmp_path, tiny_model_dir)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert COMiT.from_pretrained("owner/name", cache_dir=cache).config.num_msg_tokens > 0  # main is there
+    with pytest.raises(CheckpointError, match=r"is in the local cache, but not its revision 'v2' \(cached: main\)"):
+        COMiT.from_pretrained("owner/name", revision="v2", cache_dir=cache)
+    with pytest.raises(CheckpointError, match="'other/model' is not in the local cache"):
+        COMiT.from_pretrained("other/model", revision="v2", cache_dir=cache)

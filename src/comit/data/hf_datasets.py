@@ -23,6 +23,20 @@ HF_PREFIX = "hf:"
 NO_LABEL = -1
 
 
+def damaged_arrow_files(folder: Path) -> list[Path]:
+    """The ``.arrow`` files under ``folder`` that pyarrow cannot read to their end."""
+    import pyarrow as pa
+
+    damaged = []
+    for path in sorted(folder.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (OSError, pa.ArrowException):
+            damaged.append(path)
+    return damaged
+
+
 class HFDiskDataset(Dataset):
     def __init__(self, path: str, image_size: int, split: str = "train", flip: bool = False):
         self.flip = flip
@@ -37,6 +51,10 @@ class HFDiskDataset(Dataset):
             loaded = datasets.load_from_disk(str(self.path))
         except (FileNotFoundError, ValueError) as error:
             raise ValueError(f"{HF_PREFIX}{path} is not a saved datasets folder ({str(error).splitlines()[0]})") from None
+        except OSError as error:  # pyarrow's own sentence names neither the dataset nor the file
+            damaged = ", ".join(str(f.relative_to(self.path)) for f in damaged_arrow_files(self.path)) or "a data file"
+            raise ValueError(f"{HF_PREFIX}{path}: {damaged} cannot be read ({str(error).splitlines()[0]}): it is "
+                             "truncated or damaged; save the dataset again (save_to_disk)") from None
         if isinstance(loaded, datasets.DatasetDict):
             names = [name for name in split_names(split) if name in loaded]
             if not names:

@@ -53,11 +53,31 @@ def expand_shards(pattern: str) -> list[Path]:
     return paths
 
 
+# The first bytes of the compressed files webdataset also reads; samples are read here by seeking.
+COMPRESSED = {b"\x1f\x8b": ("gzip", "gunzip"), b"BZh": ("bzip2", "bunzip2"), b"\xfd7zXZ": ("xz", "unxz"),
+              b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
+
+
+def check_uncompressed(path: Path) -> None:
+    """Refuse a compressed shard by name: its samples cannot be reached by seeking."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(6)
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read ({error.strerror})") from None
+    for magic, (kind, undo) in COMPRESSED.items():
+        if head.startswith(magic):
+            raise ValueError(f"{path} is a {kind}-compressed tar; comit reads shards by seeking to each sample, "
+                             f"which a compressed stream does not allow: decompress it ({undo}), or write "
+                             "shards without compression")
+
+
 def index_shard(path: Path) -> list[Sample]:
     """The samples of one tar, in the order they are stored, from the member headers alone."""
     images: dict[str, Member] = {}
     labels: dict[str, Member] = {}
     order: list[str] = []
+    check_uncompressed(path)
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:

@@ -77,10 +77,31 @@ def resolve_checkpoint(name_or_path: str | Path, download: HubDownload = HubDown
     try:
         return Path(snapshot_download(name, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **asdict(download)))
     except LocalEntryNotFoundError as error:
+        cached = cached_revisions(name, download.cache_dir)
+        if cached and download.revision is not None:
+            raise CheckpointError(f"hub model {name!r} is in the local cache, but not its revision "
+                                  f"{download.revision!r} (cached: {', '.join(cached)}), and it cannot be downloaded "
+                                  "(offline?); fetch that revision once with network access, or pass one of "
+                                  "those") from error
         raise CheckpointError(f"hub model {name!r} is not in the local cache and cannot be downloaded "
                               "(offline?); download it once with network access or give a local directory") from error
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise CheckpointError(f"could not fetch hub model {name!r}: {str(error).splitlines()[0]}") from error
+
+
+def cached_revisions(repo_id: str, cache_dir: str | Path | None = None) -> list[str]:
+    """The revisions of a hub model in the local cache (branch and tag names, else commit hashes)."""
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        repos = scan_cache_dir(cache_dir).repos
+    except Exception:  # no cache folder yet, or one the scanner cannot read: nothing cached to name
+        return []
+    for repo in repos:
+        if repo.repo_id == repo_id and repo.repo_type == "model":
+            names = sorted(ref for revision in repo.revisions for ref in revision.refs)
+            return names or sorted(revision.commit_hash[:12] for revision in repo.revisions)
+    return []
 
 
 # ---------------------------------------------------------------------- configs

@@ -105,3 +105,14 @@ def test_a_truncated_arrow_file_is_named(tmp_path):
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
     with pytest.raises(ValueError, match=rf"hf:{tmp_path / 'hf'}: {arrow.name} cannot be read .* truncated or damaged"):
         build_dataset(f"hf:{tmp_path / 'hf'}", 64)
+
+
+def test_a_corrupt_member_met_in_training_leaves_no_run_folder(tmp_path):
+    with webdataset.TarWriter(str(tmp_path / "bad-0000.tar")) as sink:
+        for i in range(4):
+            sink.write({"__key__": f"s{i}", "png": png_bytes(COLORS[i]) if i != 2 else b"\x89PNG broken"})
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "tiny", "--out", str(out), f"data.dataset=wds:{tmp_path / 'bad-0000.tar'}",
+                                 "batch_size=4", "max_steps=2", "checkpoint_every=100", "eval_every=0"])
+    assert result.exit_code == 1 and "s2" in result.output and "Traceback" not in result.output, result.output
+    assert not out.exists(), "no config.yaml, no metrics.jsonl: the fixed re-run starts afresh"

@@ -44,6 +44,7 @@ class FakeApi:
 @pytest.fixture
 def fake_api(monkeypatch):
     FakeApi.calls = []
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the fake hub is "online"
     monkeypatch.setattr(hub, "HfApi", FakeApi)
     monkeypatch.setattr("huggingface_hub.hub_mixin.HfApi", FakeApi)
     return FakeApi
@@ -176,3 +177,22 @@ def test_a_missing_revision_of_a_cached_model_is_named(tmp_path, tiny_model_dir,
         COMiT.from_pretrained("owner/name", revision="v2", cache_dir=cache)
     with pytest.raises(CheckpointError, match="'other/model' is not in the local cache"):
         COMiT.from_pretrained("other/model", revision="v2", cache_dir=cache)
+
+
+def test_offline_push_leaves_the_folder_as_it_was(tmp_path, tiny_model):
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE, "the tests run offline"
+    folder = tiny_model.save_pretrained(tmp_path / "m")
+    (folder / "README.md").unlink()
+    before = sorted(p.name for p in folder.iterdir())
+    result = CliRunner().invoke(app, ["push", str(folder), "me/model"])
+    assert result.exit_code == 1 and "HF_HUB_OFFLINE is set" in result.output and result.output.count("\n") == 1
+    assert sorted(p.name for p in folder.iterdir()) == before, "no README.md written"
+
+
+def test_train_push_to_hub_offline_is_refused_before_training(tmp_path):
+    result = CliRunner().invoke(app, ["train", "tiny", "--out", str(tmp_path / "run"), "--push-to-hub", "me/model",
+                                      "max_steps=1"])
+    assert result.exit_code == 1 and "HF_HUB_OFFLINE is set" in result.output
+    assert not (tmp_path / "run").exists()

@@ -23,15 +23,26 @@ def write_model_card(directory: Path, repo_id: str | None = None, metrics: dict 
                                            repo_id=repo_id))
 
 
+def check_can_upload() -> None:
+    """Refuse an upload that cannot happen before any work (``comit train --push-to-hub``) or file is written."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise CheckpointError("HF_HUB_OFFLINE is set, so nothing can be uploaded to the hub; unset it (and log in "
+                              "with `huggingface-cli login`) to push, or drop the push")
+
+
 def push_folder(name_or_path: str | Path, repo_id: str, private: bool | None = None, token: str | None = None,
                 commit_message: str = "Upload COMiT model") -> str:
     """Upload a saved model folder (or ``bundled``) to ``repo_id``; returns the commit URL."""
+    check_can_upload()
     directory = resolve_checkpoint(name_or_path)
     if not (directory / CONFIG_NAME).is_file():
         raise CheckpointError(f"{directory} holds no {CONFIG_NAME}: give a folder written by save_pretrained or comit train")
-    write_model_card(directory, repo_id=repo_id)  # reads the config: a folder that would not load is not uploaded
+    read_config(directory)  # a folder that would not load is not uploaded
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id=repo_id, private=private, exist_ok=True).repo_id
+    write_model_card(directory, repo_id=repo_id)  # only once the hub answered: a failed push leaves the folder as it was
     info = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=directory, commit_message=commit_message,
                              allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, MODEL_CARD_NAME, PROVENANCE_NAME])
     return str(getattr(info, "commit_url", info))

@@ -31,6 +31,10 @@ def run_training(args: list[str], out: Path | None, resume: bool, push_to_hub: s
         if resume:
             raise ResumeError("--resume needs --out: the folder of the run to continue")
         out = Path("runs") / Path(config_name or DEFAULT_CONFIG).stem
+    if push_to_hub:
+        from ..model.hub import check_can_upload
+
+        check_can_upload()  # before hours of training, not after
     config = prepare_run(config_name, out, resume, overrides)
     model_dir = train(config, out, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:

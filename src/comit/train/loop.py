@@ -18,7 +18,9 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from ..model.autoencoders import SDVAE, Autoencoder
 from ..atomic import atomic_write
 from ..model.checkpoints import PROVENANCE_NAME
 from ..model.comit import COMiT
+from ..model.fit import PoorFitWarning
 from ..model.conv_autoencoder import ConvAutoencoder
 from ..model.policies import RasterScan
 from .batches import StepBatches, step_loader
@@ -232,8 +235,21 @@ class Trainer:
         # The data is checked before the run folder is touched: a bad dataset leaves nothing behind.
         dataset = with_cached_latents(build_dataset(cfg.data.dataset, cfg.model.image_size, split="train",
                                                     **({"flip": True} if cfg.data.flip else {})), cfg)
+        fresh = self.start_step == 0 and not self.out.exists()
         if self.process.is_main:
             self.prepare_output()
+        try:
+            return self.train_loop(dataset)
+        except Exception:
+            if fresh and self.process.is_main and latest_checkpoint(self.out / "checkpoints") is None:
+                # Nothing to resume from (a broken image met before the first checkpoint): the folder
+                # this run made goes, so the fixed re-run starts as this one did.
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+
+    def train_loop(self, dataset) -> Path:
+        """Every step from ``start_step``, with logs, checkpoints and held-out evaluations; the final model."""
+        cfg = self.config
         batches = StepBatches(len(dataset), cfg.optim.batch_size, cfg.optim.grad_accum, self.process.rank,
                               self.process.world_size, cfg.loop.seed, start_step=self.start_step)
         loader = iter(step_loader(dataset, batches, cfg.data.num_workers, self.process.device.type == "cuda"))
@@ -366,7 +382,9 @@ class Trainer:
         images = torch.stack([dataset[i]["image"] for i in range(count)]).to(self.process.device)
         generator = torch.Generator().manual_seed(0)
         model = self.ema_model()
-        with torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore", PoorFitWarning)  # a model in training reconstructs poorly: no news
             recon = model.reconstruct(images, order=RasterScan(), num_crops=None, num_steps=10, cfg_weight=1.0,
                                       generator=generator)
         grid = torch.cat([torch.cat(list(images.cpu()), dim=2), torch.cat(list(recon.cpu().clamp(-1, 1)), dim=2)], dim=1)

@@ -112,6 +112,7 @@ def test_tiny_bench_writes_every_field(tmp_path):
     shards, single = data["dataset"]
     assert (shards["case"], shards["batch"], single["case"], single["batch"]) == ("shards", 8, "one_at_a_time", 1)
     assert shards["images"] == single["images"] == 32 and shards["speedup_vs_one_at_a_time"] > 0
+    assert 0 < shards["resume_check_ms_per_shard"] < 1e3
     assert "## Dataset tokenize" in (tmp_path / "bench.md").read_text()
 
 

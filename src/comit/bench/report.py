@@ -78,9 +78,10 @@ def _detokenize(rows: list[dict]) -> str:
 
 def _dataset(rows: list[dict]) -> str:
     return "## Dataset tokenize (adaptive, 3 local crops)\n\n" + table(
-        ["case", "batch", "images", "ms", "images/s", "x vs one at a time", "peak MB"],
+        ["case", "batch", "images", "ms", "images/s", "x vs one at a time", "resume check ms / shard", "peak MB"],
         [[r["case"], r["batch"], r["images"], spread(r["timing"]), r["images_per_s"],
-          r.get("speedup_vs_one_at_a_time"), r["peak_memory_mb"]] for r in rows])
+          r.get("speedup_vs_one_at_a_time"), r.get("resume_check_ms_per_shard"), r["peak_memory_mb"]]
+         for r in rows])
 
 
 def _fast_paths(fast: dict) -> str:

@@ -9,6 +9,7 @@ never silently changes results.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -439,10 +440,18 @@ def dataset_section(ctx: Context) -> list[dict]:
     settings = {"order": ADAPTIVE, "num_crops": ADAPTIVE_CROPS, "global_crop": False, "seed": ctx.settings.seed}
     plan = plan_shards("random weights", settings, "bench", sources, shard_size=2 * batch)
 
+    resume_checks = []
+
     def shards():
         with tempfile.TemporaryDirectory() as folder:
-            return tokenize_to_shards(model, dataset, Path(folder) / "tokens", plan, batch_size=batch,
-                                      sources=sources, show_progress=False).images
+            written = tokenize_to_shards(model, dataset, Path(folder) / "tokens", plan, batch_size=batch,
+                                         sources=sources, show_progress=False).images
+            # A re-run finds every shard done and checks each (load, rows, images, settings): its cost.
+            started = time.perf_counter()
+            tokenize_to_shards(model, dataset, Path(folder) / "tokens", plan, batch_size=batch, sources=sources,
+                               show_progress=False)
+            resume_checks.append((time.perf_counter() - started) / plan.num_shards)
+            return written
 
     def one_at_a_time():
         for index in range(len(images)):
@@ -453,6 +462,7 @@ def dataset_section(ctx: Context) -> list[dict]:
     rows = [{"case": name, "batch": batch if name == "shards" else 1, "images": len(images),
              "images_per_s": len(images) / result["seconds"], **result} for name, result in results.items()]
     rows[0]["speedup_vs_one_at_a_time"] = speedup(results["one_at_a_time"], results["shards"])
+    rows[0]["resume_check_ms_per_shard"] = 1e3 * sorted(resume_checks)[len(resume_checks) // 2]
     ctx.log(f"dataset tokenize: {rows[0]['images_per_s']:.1f} img/s in shards of batches of {batch}, "
             f"{rows[1]['images_per_s']:.1f} img/s one at a time (x{rows[0]['speedup_vs_one_at_a_time']:.2f})")
     return rows

@@ -116,3 +116,34 @@ def test_a_corrupt_member_met_in_training_leaves_no_run_folder(tmp_path):
                                  "batch_size=4", "max_steps=2", "checkpoint_every=100", "eval_every=0"])
     assert result.exit_code == 1 and "s2" in result.output and "Traceback" not in result.output, result.output
     assert not out.exists(), "no config.yaml, no metrics.jsonl: the fixed re-run starts afresh"
+
+
+def _bad_tar_member(tmp_path):
+    with webdataset.TarWriter(str(tmp_path / "bad-0000.tar")) as sink:
+        sink.write({"__key__": "s0", "png": b"\x89PNG broken"})
+        sink.write({"__key__": "s1", "png": png_bytes(COLORS[1])})
+    return f"wds:{tmp_path / 'bad-0000.tar'}", "s0"
+
+
+def _bad_label(tmp_path):
+    with webdataset.TarWriter(str(tmp_path / "label-0000.tar")) as sink:
+        sink.write({"__key__": "s0", "png": png_bytes(COLORS[0]), "cls": b"cat"})
+    return f"wds:{tmp_path / 'label-0000.tar'}", "s0.cls must hold an integer class"
+
+
+def _bad_cell(tmp_path):
+    table = datasets.Dataset.from_dict({"image": [{"bytes": b"not an image", "path": None},
+                                                  {"bytes": png_bytes(COLORS[1]), "path": None}]},
+                                       features=datasets.Features({"image": datasets.Image()}))
+    table.save_to_disk(str(tmp_path / "hf"))
+    return f"hf:{tmp_path / 'hf'}", "#0"
+
+
+@pytest.mark.parametrize("make", [_bad_tar_member, _bad_label, _bad_cell])
+def test_broken_data_from_the_ecosystems_writers_fails_in_one_line_and_leaves_nothing(tmp_path, tiny_model_dir, make):
+    spec, named = make(tmp_path)
+    out = tmp_path / "tokens"
+    result = runner.invoke(app, ["tokenize", "--data", spec, "-o", str(out), "-m", str(tiny_model_dir)])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert named in result.output and "Traceback" not in result.output, result.output
+    assert not out.exists()

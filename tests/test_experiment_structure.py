@@ -221,11 +221,11 @@ def test_missing_evaluation_part_is_redone_alone(copy, monkeypatch):
 
 def test_other_settings_in_the_same_folder_are_refused(copy):
     result = run(copy, "eval.num_images=7")
-    assert result.exit_code == 1 and "other 'eval' settings" in result.output
+    assert result.exit_code == 1 and "other settings (eval.num_images)" in result.output
     result = run(copy, "train.loop.max_steps=4")
-    assert result.exit_code == 1 and "other 'train' settings" in result.output
+    assert result.exit_code == 1 and "other settings (train.loop.max_steps)" in result.output
     result = run(copy, "start.overrides.loop.max_steps=3")
-    assert result.exit_code == 1 and "other 'start' settings" in result.output
+    assert result.exit_code == 1 and "other settings (start.overrides.loop.max_steps)" in result.output
 
 
 def test_a_unit_another_process_holds_is_left_to_it(copy, monkeypatch):
@@ -408,3 +408,11 @@ def test_a_unit_records_the_code_its_process_started_with(monkeypatch):
         assert runner.code_at_start() == "aaaaaaa" and runner.code_at_start() == "aaaaaaa"
     finally:
         runner.code_at_start.cache_clear()
+
+
+def test_differing_settings_are_named_by_their_dotted_keys():
+    from comit.experiments.runner import differing_keys
+
+    before = {"train": {"loop": {"max_steps": 4, "seed": 0}, "step": {}}, "seeds": [0]}
+    now = {"train": {"loop": {"max_steps": 5, "seed": 0}, "step": {"global_warmup_steps": 750}}, "seeds": [0]}
+    assert differing_keys(before, now) == ["train.loop.max_steps", "train.step.global_warmup_steps"]

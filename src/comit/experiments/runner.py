@@ -112,13 +112,15 @@ def prepare_output(config: ExperimentConfig, out: Path) -> None:
     if path.is_file():
         before = yaml.safe_load(path.read_text()) or {}
         old, new = _comparable(before), _comparable(now)
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                raise ResumeError(f"{out} holds an experiment with other '{key}' settings; use the same "
-                                  "settings to continue it, or another --out")
+        changed = differing_keys(old, new)
+        if changed:
+            raise ResumeError(f"{out} holds an experiment with other settings ({', '.join(changed[:4])}); use the "
+                              "same settings to continue it, or another --out")
         for arm, settings in now["arms"].items():
-            if before.get("arms", {}).get(arm, settings) != settings:
-                raise ResumeError(f"{out} holds arm {arm} with other settings; use the same settings or another --out")
+            kept = before.get("arms", {}).get(arm, settings)
+            if kept != settings:
+                raise ResumeError(f"{out} holds arm {arm} with other settings ({', '.join(differing_keys(kept, settings))}); "
+                                  "use the same settings or another --out")
         curve_arms = before.get("eval", {}).get("curves", {}).get("arms", [])
         now = {**now, "seeds": sorted(set(before.get("seeds", [])) | set(now["seeds"])),
                "arms": {**before.get("arms", {}), **now["arms"]}}
@@ -331,8 +333,20 @@ def _check_same_training(run_dir: Path, resolved: TrainConfig) -> None:
         if weights is not None and Path(weights).parent.parent.name == START:
             settings["init"]["weights"] = f"{START}/{Path(weights).parent.name}"
     if before != now:
-        raise ResumeError(f"{run_dir} was trained with other settings than this experiment asks for; "
-                          "use the same settings or another --out")
+        raise ResumeError(f"{run_dir} was trained with other settings than this experiment asks for "
+                          f"({', '.join(differing_keys(before, now)[:4])}); use the same settings or another --out")
+
+
+def differing_keys(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested settings (``step.global_warmup_steps``)."""
+    keys = []
+    for key in sorted(set(before) | set(now), key=str):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys += differing_keys(old, new, f"{prefix}{key}.")
+        elif old != new:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def _final_losses(run_dir: Path) -> dict:

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from comit.model.crops import CropGrid, step_offsets
+from comit.model.policies import fixed_order
 
 
 def test_paper_geometry():
@@ -83,10 +84,10 @@ def test_window_errors_are_window_means():
 
 def test_named_orders():
     grid = CropGrid(64, 24, 3)
-    assert grid.order("raster_scan", 2, 3, False).T.tolist() == [[0, 1, 2], [0, 1, 2]]
-    assert grid.order("raster_scan", 1, None, True).T.tolist() == [list(range(10))]
+    assert fixed_order(grid, "raster_scan", 2, 3, False).T.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert fixed_order(grid, "raster_scan", 1, None, True).T.tolist() == [list(range(10))]
     generator = torch.Generator().manual_seed(0)
-    random = grid.order("random", 4, None, True, generator)
+    random = fixed_order(grid, "random", 4, None, True, generator)
     assert (random[0] == 0).all()
     for column in random.T.tolist():
         assert sorted(column) == list(range(10))
@@ -95,9 +96,9 @@ def test_named_orders():
 
 def test_explicit_orders():
     grid = CropGrid(64, 24, 3)
-    assert grid.order([5, 6, 8], 2, None, False).T.tolist() == [[5, 6, 8], [5, 6, 8]]
-    assert grid.order([5, 6, 8], 2, 2, False).T.tolist() == [[5, 6], [5, 6]]
-    assert grid.order([[1, 2], [3, 0]], 2, None, True).T.tolist() == [[1, 2], [3, 0]]
+    assert fixed_order(grid, [5, 6, 8], 2, None, False).T.tolist() == [[5, 6, 8], [5, 6, 8]]
+    assert fixed_order(grid, [5, 6, 8], 2, 2, False).T.tolist() == [[5, 6], [5, 6]]
+    assert fixed_order(grid, [[1, 2], [3, 0]], 2, None, True).T.tolist() == [[1, 2], [3, 0]]
 
 
 @pytest.mark.parametrize("order,global_crop,message", [
@@ -113,18 +114,18 @@ def test_explicit_orders():
 ])
 def test_bad_orders_are_explained(order, global_crop, message):
     with pytest.raises(ValueError, match=message):
-        CropGrid(64, 24, 3).order(order, 2, None, global_crop)
+        fixed_order(CropGrid(64, 24, 3), order, 2, None, global_crop)
 
 
 @pytest.mark.parametrize("num_crops", [0, 10, -1, 2.0, True])
 def test_bad_num_crops(num_crops):
     with pytest.raises(ValueError, match="num_crops"):
-        CropGrid(64, 24, 3).order("raster_scan", 1, num_crops, False)
+        fixed_order(CropGrid(64, 24, 3), "raster_scan", 1, num_crops, False)
 
 
 def test_num_crops_longer_than_an_explicit_list():
     with pytest.raises(ValueError, match=r"num_crops must be an integer in \[1, 2\]"):
-        CropGrid(64, 24, 3).order([1, 2], 1, 3, False)
+        fixed_order(CropGrid(64, 24, 3), [1, 2], 1, 3, False)
 
 
 def test_offsets():

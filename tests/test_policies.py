@@ -8,7 +8,7 @@ import torch
 from comit.cli.options import ORDER_NAMES
 from comit.model.crops import CropGrid
 from comit.model.policies import (POLICY_NAMES, Adaptive, CropPlan, CropPolicy, CropStep, ExplicitOrder, FixedOrder,
-                                  PerImageRandomOrder, RandomOrder, RasterScan, parse_policy)
+                                  PerImageRandomOrder, RandomOrder, RasterScan, fixed_order, parse_policy)
 
 GRID = CropGrid(64, 24, 3)
 
@@ -31,7 +31,7 @@ def test_raster_scan_visits_every_crop_in_index_order():
 
 def test_random_order_draws_from_the_generator_like_crop_grid():
     plan = RandomOrder().plan(GRID, 3, 4, True, torch.Generator().manual_seed(5))
-    assert torch.equal(plan.order, GRID.order("random", 3, 4, True, torch.Generator().manual_seed(5)))
+    assert torch.equal(plan.order, fixed_order(GRID, "random", 3, 4, True, torch.Generator().manual_seed(5)))
     assert (plan.order[0] == 0).all() and plan.steps == 4
 
 
@@ -77,7 +77,7 @@ def test_adaptive_checks_the_crops_left():
     with pytest.raises(ValueError, match=r"num_crops must be an integer in \[1, 2\]"):
         Adaptive().plan(GRID, 1, 3, False, available=2)
     with pytest.raises(ValueError, match="adaptive order is chosen while tokenizing"):
-        GRID.order("adaptive", 1, 3, False)
+        fixed_order(GRID, "adaptive", 1, 3, False)
 
 
 # ---------------------------------------------------------------------- the parser

@@ -11,13 +11,11 @@ the image centre is (0, 0). The message update after crop k receives the offset
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .policies import CropPolicy, FixedOrder, parse_policy
 
 
 @dataclass(frozen=True)
@@ -95,18 +93,6 @@ class CropGrid:
 
     def centre_index(self) -> int:
         return (self.grid_size // 2) * self.grid_size + self.grid_size // 2
-
-    # ------------------------------------------------------------------ orders
-    def order(self, order: str | Sequence | CropPolicy, batch_size: int, num_crops: int | None, global_crop: bool,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        """A fixed order as crop indices [num_crops, B] (adaptive orders are chosen on the fly);
-        the policies themselves live in :mod:`comit.model.policies`."""
-        policy = parse_policy(order)
-        if not isinstance(policy, FixedOrder):
-            name = getattr(policy, "name", type(policy).__name__)
-            raise ValueError(f"the {name} order is chosen while tokenizing; "
-                             "CropGrid.order cannot plan it")
-        return policy.plan(self, batch_size, num_crops, global_crop, generator).order
 
     def check_num_crops(self, num_crops: int | None, global_crop: bool, available: int | None = None) -> int:
         available = self.num_indices(global_crop) if available is None else available

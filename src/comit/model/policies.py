@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-if TYPE_CHECKING:  # crops.py plans through this module, so the grid is only a type here
+if TYPE_CHECKING:  # policies plan over a grid; the grid knows nothing of policies
     from .crops import CropGrid
 
 RASTER_SCAN, RANDOM, ADAPTIVE = "raster_scan", "random", "adaptive"
@@ -191,6 +191,16 @@ def parse_policy(order: str | Sequence | CropPolicy) -> CropPolicy:
                              "indices, or one list per image")
         return NAMED_POLICIES[order]()
     return ExplicitOrder(order)
+
+
+def fixed_order(crops: CropGrid, order: str | Sequence | CropPolicy, batch_size: int, num_crops: int | None,
+                global_crop: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fixed order's crop indices [num_crops, B] (an adaptive order is chosen while tokenizing)."""
+    policy = parse_policy(order)
+    if not isinstance(policy, FixedOrder):
+        name = getattr(policy, "name", type(policy).__name__)
+        raise ValueError(f"the {name} order is chosen while tokenizing; it cannot be planned ahead")
+    return policy.plan(crops, batch_size, num_crops, global_crop, generator).order
 
 
 def _permutations(crops: CropGrid, global_crop: bool, generators: Sequence[torch.Generator | None]) -> torch.Tensor:

@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,7 +300,7 @@ class Trainer:
             latents = CachedLatents.from_batch(batch, self.process.device) if cfg.data.latent_cache else None
             teacher = self.teacher(images) if self.teacher is not None else None
             last = micro + 1 == cfg.optim.grad_accum
-            sync = self.forward.no_sync() if self.process.distributed and not last else _nothing()
+            sync = self.forward.no_sync() if self.process.distributed and not last else nullcontext()
             with sync, torch.autocast(self.process.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 result = self.forward(images, teacher, global_only=global_only, latents=latents)
                 (result.loss / cfg.optim.grad_accum).backward()
@@ -424,14 +425,6 @@ class Trainer:
                 "images_seen": cfg.loop.max_steps * cfg.optim.batch_size, "data": cfg.data.dataset,
                 "machine": f"{self.process.world_size} x {describe_device(self.process.device)}, torch {torch.__version__}",
                 "date": time.strftime("%Y-%m-%d", time.gmtime()), "weights": "EMA"}
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
 
 
 # ---------------------------------------------------------------------- entry points

@@ -65,7 +65,7 @@ if [ "$TINY" = 1 ]; then  # the dry run: the same steps at sizes a CPU does in a
     BENCH_BIG=()
     STRUCTURE=(--seeds 0 train.model.hidden_size=32 train.model.depth=3 train.model.num_heads=2
                train.step.projector_hidden=32 train.optim.batch_size=4 train.optim.warmup_steps=1
-               train.optim.decay_steps=1 train.loop.max_steps=2 train.loop.eval_every=2 train.loop.eval_images=4
+               train.optim.decay_steps=1 train.loop.max_steps=2 train.step.global_warmup_steps=1 train.loop.eval_every=2 train.loop.eval_images=4
                train.loop.checkpoint_every=2 eval.num_images=4 eval.num_train=16 eval.num_test=8 eval.batch_size=4
                eval.steps=1 eval.fid_features=none eval.probe_epochs=1 eval.curves.num_images=2
                "eval.curves.crop_counts=[1,2]" eval.curves.steps=1 eval.gate=null)

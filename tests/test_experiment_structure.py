@@ -366,6 +366,7 @@ def test_the_gpu_experiment_runs_at_tiny_size_on_the_cpu(tmp_path):
     # structure-gpu as shipped (its data, latents, arms, claims, bf16 training), shrunk to seconds.
     tiny = ["train.model.hidden_size=32", "train.model.depth=3", "train.model.num_heads=2", "train.step.projector_hidden=32",
             "train.optim.batch_size=4", "train.optim.warmup_steps=1", "train.optim.decay_steps=1", "train.loop.max_steps=2",
+            "train.step.global_warmup_steps=1",
             "train.loop.eval_every=2", "train.loop.eval_images=4", "train.loop.checkpoint_every=2", "train.loop.device=cpu",
             "eval.num_images=4", "eval.num_train=16", "eval.num_test=8", "eval.batch_size=4", "eval.steps=1",
             "eval.fid_features=none", "eval.probe_epochs=1", "eval.curves.num_images=2", "eval.curves.crop_counts=[1,2]",

@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from comit.cli import app
+from comit.devices import auto_precision
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow  # trains and evaluates 4 tiny models (~30 s on 2 cores)
@@ -93,6 +94,8 @@ def test_report_has_table_claims_curves_and_plots(finished):
         assert Image.open(out / name).format == "PNG"
     assert "## Probe controls" in markdown and "tokens_over_objects.png" in markdown
     assert all(row["machine"] and row["finished"] for row in results["units"] if row["arm"] != "start")
+    # structure-tiny trains in `auto`: the record names what that was on this machine
+    assert {row["precision"] for row in results["units"] if row["arm"] != "start"} == {auto_precision("cpu")}
     assert not (out / "evals" / "G" / "seed-0" / "crops").exists()
     assert [p.name for p in out.rglob(".*")] == [".gitignore"]  # no lock, no temporary files left
 

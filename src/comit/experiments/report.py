@@ -47,7 +47,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
                           "eval_s": round(eval_seconds, 1) if unit in measured else None,
                           "resumed_from": record.get("resumed_from"), "code": record.get("code"),
-                          **_machine_and_finish(record, measured.get(unit, {})), **record.get("final", {})})
+                          "precision": record.get("precision"), **_machine_and_finish(record, measured.get(unit, {})), **record.get("final", {})})
     total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
     codes = sorted({str(r["code"]) for r in unit_rows if r["trained"]})
     return {"name": config.name, "complete": len(done) == len(all_units),
@@ -205,7 +205,7 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
     lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
               markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
                                                 "loss", *_logged_terms(results["units"]), *_start_scores(results["units"]),
-                                                "resumed_from", "code", "machine", "finished"]), "",
+                                                "resumed_from", "code", "precision", "machine", "finished"]), "",
               f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
               "summed over units and sessions).", "",
               "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",

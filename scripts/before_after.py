@@ -22,7 +22,7 @@ import torch
 
 from comit import COMiT
 from comit.data import build_dataset
-from comit.train.validation import psnr_of
+from comit.metrics.reconstruction import mean_psnr
 from comit.viz.figures import Panel, display_scale, panel_grid, upscale
 
 
@@ -63,7 +63,7 @@ def main() -> None:
             for label, model in zip(args.labels, models):
                 pictures = reconstruct(model, images, args.seed, policy)
                 caption = label if len(args.policies) == 1 else f"{label}, {policy}"
-                rows.append([Panel(upscale(picture, scale), [caption, f"{psnr_of(picture[None], image[None]):.1f} dB"])
+                rows.append([Panel(upscale(picture, scale), [caption, f"{mean_psnr(picture[None], image[None]):.1f} dB"])
                              for picture, image in zip(pictures, images)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     panel_grid([panel for row in rows for panel in row], columns=args.num_images).save(args.out)
@@ -81,7 +81,7 @@ def paired_comparison(models: list[COMiT], images: torch.Tensor, seed: int, poli
         for model in models:
             pictures = torch.cat([reconstruct(model, images[start:start + batch], seed + start, policy)
                                   for start in range(0, len(images), batch)])
-            per_model.append(torch.tensor([psnr_of(picture[None], image[None]) for picture, image in zip(pictures, images)]))
+            per_model.append(torch.tensor([mean_psnr(picture[None], image[None]) for picture, image in zip(pictures, images)]))
     old, new = per_model
     difference = new - old
     error = difference.std() / len(difference) ** 0.5

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from comit import COMiT
-from comit.atomic import atomic_write_json
+from comit.io import atomic_write_json
 from comit.data import build_dataset
 from comit.devices import cpu_model, torch_threads
 from comit.model.acceleration import autocast

@@ -24,7 +24,7 @@ import torch
 
 from comit import COMiT
 from comit.devices import cpu_model
-from comit.atomic import atomic_write
+from comit.io import atomic_write
 from comit.model.checkpoints import BUNDLED_DIR
 from comit.model.model_card import MODEL_CARD_NAME
 

@@ -17,11 +17,7 @@ import torch
 
 from comit import COMiT
 from comit.data import build_dataset
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    error = ((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2).pow(2).mean(dim=(1, 2, 3))
-    return float((-10 * torch.log10(error)).mean())
+from comit.metrics.reconstruction import mean_psnr
 
 
 def main() -> None:
@@ -54,8 +50,8 @@ def main() -> None:
                     alone = model.detokenize(tokens.messages, tokens.offsets, num_steps=10, cfg_weight=1.0, noise=noise)
             one = model.detokenize(tokens.messages, tokens.offsets, num_steps=1, cfg_weight=1.0, noise=noise)
             full = model.detokenize(tokens.messages, tokens.offsets, num_steps=10, cfg_weight=1.0, noise=noise)
-            print(f"{mode}: global crop alone 10-step {psnr(alone, images):.2f} dB; after all crops "
-                  f"one-step {psnr(one, images):.2f}, 10-step {psnr(full, images):.2f}", flush=True)
+            print(f"{mode}: global crop alone 10-step {mean_psnr(alone, images):.2f} dB; after all crops "
+                  f"one-step {mean_psnr(one, images):.2f}, 10-step {mean_psnr(full, images):.2f}", flush=True)
 
 
 if __name__ == "__main__":

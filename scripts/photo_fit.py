@@ -21,7 +21,8 @@ from comit import COMiT
 from comit.cli.support import parse_order, resolved_num_crops
 from comit.data.images import load_images
 from comit.devices import describe_device
-from comit.model.fit import POOR_PSNR_DB, reconstruction_psnr
+from comit.metrics.reconstruction import psnr_per_image
+from comit.model.fit import POOR_PSNR_DB
 
 PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "rocket")
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "src/comit/assets/samples").glob("shapes_*.png"))
@@ -45,7 +46,7 @@ def scores(model: COMiT, paths: list[Path]) -> dict[str, float]:
     generator = torch.Generator().manual_seed(0)
     tokens = model.tokenize(pixels, order=order, num_crops=resolved_num_crops(order, None), generator=generator)
     pictures = model.detokenize(tokens.messages, tokens.offsets, num_steps=10, cfg_weight=7.5, generator=generator)
-    return {path.name: round(float(value), 2) for path, value in zip(paths, reconstruction_psnr(pixels, pictures))}
+    return {path.name: round(float(value), 2) for path, value in zip(paths, psnr_per_image(pictures, pixels))}
 
 
 def main() -> None:

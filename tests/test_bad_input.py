@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from comit import COMiT
-from comit.atomic import atomic_write
+from comit.io import atomic_write
 from comit.cli import app
 from comit.data import load_image
 from comit.data.images import ImageLoadError
@@ -245,7 +245,7 @@ def test_pillows_two_line_bomb_warning_is_not_printed(tmp_path, monkeypatch, rec
 
 # ---------------------------------------------------------------------- 7. hardening
 def test_python_feature_extractors_need_an_explicit_opt_in(monkeypatch):
-    from comit.eval.fid_features import feature_extractor
+    from comit.metrics.fid_features import feature_extractor
 
     monkeypatch.delenv("COMIT_ALLOW_PYTHON_FEATURES", raising=False)
     with pytest.raises(ValueError, match="would import and run torch.nn:Identity; set COMIT_ALLOW_PYTHON_FEATURES=1"):

@@ -34,12 +34,12 @@ def test_training_lowers_the_error_and_normalises_the_latents(tmp_path):
     result = train_autoencoder(config, tmp_path / "ae", progress=False)
     loaded = ConvAutoencoder.from_pretrained(tmp_path / "ae")
     from comit.data import build_dataset
-    from comit.train.validation import psnr_of
+    from comit.metrics.reconstruction import mean_psnr
 
     images = torch.stack([build_dataset("shapes", 32, split="val")[i]["image"] for i in range(32)])
     with torch.no_grad():
-        before = psnr_of(untrained.decode(untrained.encode(images)), images)
-        after = psnr_of(loaded.decode(loaded.encode(images)), images)
+        before = mean_psnr(untrained.decode(untrained.encode(images)), images)
+        after = mean_psnr(loaded.decode(loaded.encode(images)), images)
         train_images = torch.stack([build_dataset("shapes", 32)[i]["image"] for i in range(128)])
         latents = loaded.encode(train_images)
     assert after == pytest.approx(result.val_psnr, abs=1e-3), "the stored PSNR is what the saved weights give"
@@ -126,11 +126,11 @@ def test_bundled_autoencoder_is_shipped_and_good():
     assert metadata["val_psnr_db"] >= 32
     assert metadata["train_config"]["data"].startswith("shapes")
     from comit.data import build_dataset
-    from comit.train.validation import psnr_of
+    from comit.metrics.reconstruction import mean_psnr
 
     images = torch.stack([build_dataset("shapes", 64, split="val")[i]["image"] for i in range(16)])
     with torch.no_grad():
-        assert psnr_of(model.decode(model.encode(images)), images) >= 31
+        assert mean_psnr(model.decode(model.encode(images)), images) >= 31
 
 
 def test_cli_trains_an_autoencoder_and_refuses_bad_options(tmp_path):

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from comit import COMiT
 from comit.cli import app
 from comit.data.images import load_images
-from comit.model.fit import POOR_PSNR_DB, PoorFitWarning, poor_fit_message, reconstruction_psnr
+from comit.metrics.reconstruction import psnr_per_image
+from comit.model.fit import POOR_PSNR_DB, PoorFitWarning, poor_fit_message
 import comit
 
 SAMPLES = sorted((Path(comit.__file__).parent / "assets" / "samples").glob("shapes_*.png"))
@@ -32,7 +33,7 @@ def test_psnr_and_the_message():
     outputs = images.clone()
     outputs[1] += 0.2   # error 0.1 on a [0, 1] scale: 20 dB
     outputs[2] += 1.0   # 0.5: 6 dB
-    psnr = reconstruction_psnr(images, outputs)
+    psnr = psnr_per_image(outputs, images)
     assert psnr[1] == pytest.approx(20.0, abs=1e-4) and psnr[2] == pytest.approx(6.02, abs=0.01) and psnr[0] > 90
     message = poor_fit_message(psnr, ["a.png", "b.png", "c.png"], "the built-in shapes")
     assert message.startswith(f"1 of 3 reconstructions are poor (PSNR below {POOR_PSNR_DB:g} dB")

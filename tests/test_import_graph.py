@@ -1,5 +1,6 @@
 """No import cycle among comit's modules, counting imports inside functions (a lazy import hides a
-cycle, it does not remove it). Imports under ``if TYPE_CHECKING:`` are for type checkers only."""
+cycle, it does not remove it) and imports under ``if TYPE_CHECKING:`` (a type-only import is still
+one concept leaning on another); no folder imports a folder above it."""
 
 import ast
 from pathlib import Path
@@ -10,12 +11,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "comit"
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def is_type_checking(node: ast.If) -> bool:
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
@@ -33,10 +28,6 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and is_type_checking(child):
-                for grandchild in child.orelse:
-                    visit(grandchild)
-                continue
             if isinstance(child, ast.Import):
                 for alias in child.names:
                     resolve(alias.name)
@@ -96,6 +87,7 @@ def test_the_graph_is_read_from_the_sources():
     graph = import_graph()
     assert "comit.model.checkpoints" in graph["comit.model.comit"]
     assert "comit.train.loop" in graph["comit.train.cli"]  # an import inside a function counts
+    assert "comit.eval.results" in graph["comit.cli.eval"]  # so does one for type checkers only
 
 
 def test_no_import_cycle():
@@ -125,3 +117,58 @@ def test_the_library_never_imports_the_command_line():
         if name == "comit.cli" or name.startswith("comit.cli.") or name.endswith(".__main__"):
             continue
         assert not {t for t in targets if t == "comit.cli" or t.startswith("comit.cli.")}, name
+
+
+# ---------------------------------------------------------------------- the floors
+# Each room (a folder, or a module at the top of the package) imports only rooms listed before it:
+# the utility floor knows nothing of COMiT; data and the frozen teachers know nothing of the model;
+# every metric is computed once, below the model that reports a poor fit with one and everything
+# that measures; training, pictures, evaluation, experiments, benchmarks and the command line
+# stack on top in that order.
+FLOORS = (
+    "comit.io", "comit.user_settings", "comit.devices", "comit.progress", "comit.plots",
+    "comit.data", "comit.teachers", "comit.metrics", "comit.model", "comit.tokens_file", "comit.token_shards",
+    "comit.train", "comit.viz", "comit.eval", "comit.experiments", "comit.bench", "comit.cli",
+)
+# Entry points start the command line from below it; the package root only gives ``__version__``
+# (its public names load lazily, on first use).
+ENTRY_POINTS = {"comit.__main__", "comit.train.__main__", "comit.cli.__main__"}
+ROOT = "comit"
+
+
+def room(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def upward_imports(graph: dict[str, set[str]], floors: tuple[str, ...] = FLOORS) -> list[str]:
+    found = []
+    for name, targets in sorted(graph.items()):
+        if name in ENTRY_POINTS or name == ROOT:
+            continue
+        for target in sorted(targets - {ROOT}):
+            if room(target) != room(name) and floors.index(room(target)) > floors.index(room(name)):
+                found.append(f"{name} -> {target}")
+    return found
+
+
+def test_every_room_has_a_floor():
+    assert {room(name) for name in import_graph()} - {ROOT} - ENTRY_POINTS == set(FLOORS)
+
+
+def test_no_room_imports_a_room_above_it():
+    assert upward_imports(import_graph()) == []
+
+
+def test_an_upward_import_is_found():
+    graph = {"comit.model.comit": {"comit.eval.run_recon"}, "comit.eval.run_recon": {"comit.model.comit", ROOT}}
+    assert upward_imports(graph) == ["comit.model.comit -> comit.eval.run_recon"]
+
+
+def test_the_readme_lists_the_folders_in_their_order():
+    """The README's Layout says each folder imports only those listed above it: its order is FLOORS'."""
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):].split("```")[1]
+    listed = [line.split()[0].rstrip(",/").removeprefix("src/").removesuffix(".py").replace("/", ".")
+              for line in layout.splitlines() if line.startswith("src/comit/")]
+    listed = [name for name in listed if name in FLOORS]
+    assert listed == sorted(listed, key=FLOORS.index) and {"comit.io", "comit.metrics", "comit.cli"} <= set(listed)

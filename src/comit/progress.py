@@ -8,13 +8,12 @@ instead, so a log says how far a run got and how long it has left.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
-from .env_numbers import env_number
+from .user_settings import env_number
 
 PROGRESS_SECONDS_ENV = "COMIT_PROGRESS_SECONDS"
 DEFAULT_PROGRESS_SECONDS = 30.0

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .atomic import atomic_write_json
+from .io import atomic_write_json
 from .data.images import load_image
 from .model.acceleration import autocast
 from .model.comit import COMiT, Tokens

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .atomic import atomic_write
+from .io import atomic_write
 from .model.comit import COMiT, Tokens
 from .model.fsq import FSQ
 

@@ -11,7 +11,7 @@ import torch
 
 from ..devices import resolve_device
 from ..model.acceleration import compile_predictor
-from ..atomic import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text
 from ..model.transformer import count_parameters
 from . import sections
 from .machine import describe, load_average

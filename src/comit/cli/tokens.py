@@ -156,7 +156,8 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
     import torch
 
     from ..data.images import load_images
-    from ..model.fit import poor_fit_message, reconstruction_psnr
+    from ..metrics.reconstruction import psnr_per_image
+    from ..model.fit import poor_fit_message
 
     images = expand_image_arguments(images)
     net = prepared_model(model, device, revision, compile_model)
@@ -169,7 +170,7 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
     names = output_names(images)
     write_images(output, names, pictures)
     typer.echo(f"wrote {len(pictures)} reconstructions to {output}")
-    poor = poor_fit_message(reconstruction_psnr(pixels, torch.stack(pictures)), names, net.training_data)
+    poor = poor_fit_message(psnr_per_image(torch.stack(pictures), pixels), names, net.training_data)
     if poor:
         typer.echo(f"warning: {poor}", err=True)
 

@@ -49,7 +49,7 @@ def train_autoencoder(
     from pydantic import ValidationError
 
     from ..model.conv_autoencoder import ConvAutoencoderConfig
-    from ..pydantic_errors import first_error
+    from ..user_settings import first_error
     from ..train.autoencoder import AutoencoderTrainConfig, train_autoencoder as run
 
     try:

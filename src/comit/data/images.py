@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..atomic import atomic_write
-from ..env_numbers import env_number
+from ..io import atomic_write
+from ..user_settings import env_number
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -231,7 +231,7 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
     """Write an image atomically; the format follows the file suffix (``.png``, ``.jpg``, ...).
 
-    Written through :func:`comit.atomic.atomic_write`: a reader never sees a half-written file.
+    Written through :func:`comit.io.atomic_write`: a reader never sees a half-written file.
     Parent folders are created.
     Returns the written path.
     """

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write_text
+from ..io import atomic_write_text
 from ..devices import describe_device
 
 

@@ -18,22 +18,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..model.comit import COMiT
-from .alignment import AlignmentIoU
+from ..metrics.alignment import AlignmentIoU
 from .common import ATTENTION_NOISE, EvalSettings, batches, image_generator, per_image_noise, tokenize_batch
-from .results import NUM_IMAGES, EvalResult, MetricSpec
+from .results import EvalResult
 
 DEFAULT_QS = (10.0, 20.0, 30.0, 40.0, 50.0)
 
-# Every number ``evaluate_alignment`` reports, in its order; random maps give the floor to beat.
-ALIGN_METRICS = (
-    MetricSpec("miou_image", "token–object mIoU per image", floor="random_miou_image", headline=True, compared=True),
-    MetricSpec("miou_object", "token–object mIoU per object", floor="random_miou_object", headline=True,
-               compared=True),
-    MetricSpec("random_miou_image", "mIoU per image of random maps", higher_is_better=None, headline=True),
-    MetricSpec("random_miou_object", "mIoU per object of random maps", higher_is_better=None, headline=True),
-    NUM_IMAGES,
-    MetricSpec("num_objects", "objects", higher_is_better=None),
-)
 
 
 @dataclass(kw_only=True)
@@ -110,7 +100,7 @@ def random_maps(maps: torch.Tensor, positions: torch.Tensor, seed: int) -> torch
 
 def write_align_report(out: Path, results: AlignResult) -> None:
     """results.json, results.md and miou_vs_q.png (model and random floor against Q)."""
-    from ..viz.plots import plot_curves
+    from ..plots import plot_curves
     from .report import markdown_report, markdown_table, write_results
 
     long = [{"q": r["q"], "score": f"{who}{kind}", "miou": r[f"{prefix}miou_{kind}"]}
@@ -154,7 +144,7 @@ def best_token_examples(model: COMiT, dataset: Dataset, settings: EvalSettings, 
     ``evaluate_alignment``)."""
     import torch.nn.functional as F
 
-    from .alignment import best_token_iou
+    from ..metrics.alignment import best_token_iou
 
     examples = []
     with torch.no_grad():

@@ -20,10 +20,10 @@ from torch.utils.data import Dataset
 
 from ..model.comit import COMiT
 from ..model.policies import POLICY_NAMES
-from .alignment import AlignmentIoU
+from ..metrics.alignment import AlignmentIoU
+from ..metrics.fid_features import build_fid, describe_features, resolve_features
+from ..metrics.registry import curve_metrics
 from .common import EvalSettings, batches, crop_steps, decode_batch
-from .fid_features import build_fid, describe_features, resolve_features
-from .metrics import curve_metrics
 from .results import EvalResult
 from .run_align import AlignSettings, attention_batch
 from .run_probe import Messages, ProbeSettings, annotations, probe_metric_key, probe_policy, score_probe, \
@@ -200,7 +200,7 @@ def _row(name, order, global_crop, k, point: _Point, trained, probe, test_meta, 
 
 def write_crops_report(out: Path, results: CurveResult) -> None:
     """results.json, results.md and one line plot per metric (x: crops, one line per policy)."""
-    from ..viz.plots import plot_curves
+    from ..plots import plot_curves
     from .report import markdown_report, markdown_table, write_results
 
     plots = []

@@ -24,27 +24,16 @@ from ..data.folder import ImageFolderDataset
 from ..data.labels_file import LabelsFileDataset
 from ..model.comit import COMiT
 from ..model.policies import RASTER_SCAN
-from .common import EvalSettings, batches, first_items, tokenize_batch
-from .probe import AttentionProbe, append_question, evaluate_probe, split_indices, train_probe
-from .probe_controls import (CONTROL_TEXT, CONTROLS, random_codes, random_ids, scene_codes, scene_ids,
+from ..metrics.probe import AttentionProbe, append_question, evaluate_probe, split_indices, train_probe
+from ..metrics.probe_controls import (CONTROL_TEXT, CONTROLS, random_codes, random_ids, scene_codes, scene_ids,
                              scene_vocab_size)
-from .probe_tasks import Samples, Task, build_tasks, default_tasks
-from .results import MAJORITY, EvalResult, MetricSpec
+from ..metrics.probe_tasks import Samples, Task, build_tasks, default_tasks
+from .common import EvalSettings, batches, first_items, tokenize_batch
+from .results import EvalResult
 
 SHAPES_META = ("valid", "shape", "color", "size", "relations", "center")
 MODEL_MESSAGES = "model"  # the rows of the tokenizer's own messages; the others are the controls
 
-# Each task's primary score on each of its test sets (``probe_metric_key``); the floor is
-# always answering the most frequent test label(s).
-PROBE_METRICS = (
-    MetricSpec("semantic_top1", "semantic probe top-1", floor=MAJORITY, headline=True, compared=True),
-    MetricSpec("compositional_unseen_pairs_top5", "compositional probe top-5, unseen pairs", floor=MAJORITY,
-               headline=True, compared=True),
-    MetricSpec("compositional_seen_pairs_top5", "compositional probe top-5, seen pairs", floor=MAJORITY,
-               headline=True, compared=True),
-    MetricSpec("relational_top1", "relational probe top-1", floor=MAJORITY, headline=True, compared=True),
-    MetricSpec("classes_top1", "class probe top-1", floor=MAJORITY, headline=True),
-)
 
 
 def probe_metric_key(row: dict) -> str:
@@ -467,7 +456,7 @@ def control_rows(verdicts: list[dict]) -> list[dict]:
 
 def write_probe_report(out: Path, results: ProbeResult) -> None:
     """results.json, results.md, probe_scores.png (top-1/top-5 per task) and probe_training.png."""
-    from ..viz.plots import plot_bars, plot_curves
+    from ..plots import plot_bars, plot_curves
     from .report import markdown_report, markdown_table, write_results
 
     rows = [{"messages": MODEL_MESSAGES, **r} for r in results.rows]  # results written before the controls

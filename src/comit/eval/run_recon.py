@@ -2,7 +2,7 @@
 
 Each image is tokenized under the crop policy and decoded with the decoding settings; PSNR and
 SSIM compare each reconstruction with its original, rFID compares the two sets (protocol:
-``comit.eval.fid`` and docs/evaluation.md), codebook usage counts the ids of all messages.
+``comit.metrics.fid`` and docs/evaluation.md), codebook usage counts the ids of all messages.
 """
 
 from __future__ import annotations
@@ -15,30 +15,12 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from ..model.comit import COMiT, Tokens
+from ..metrics.fid import FID
+from ..metrics.fid_features import build_fid, describe_features
+from ..metrics.reconstruction import RECON_METRICS, SSIM, CodebookUsage, PSNRGain
 from .common import EvalSettings, batches, decode_batch, tokenize_batch
-from .fid import FID
-from .fid_features import build_fid, describe_features
-from .reconstruction import PSNR, SSIM, CodebookUsage
-from .results import NUM_IMAGES, EvalResult, MetricSpec
+from .results import EvalResult
 
-# Every number ``ReconMetrics.compute`` reports, in the order it reports them.
-RECON_METRICS = (
-    MetricSpec("psnr", "PSNR (dB)", headline=True, compared=True, table_label="PSNR dB"),
-    MetricSpec("psnr_other_image", "PSNR against another image (dB)", higher_is_better=None),
-    MetricSpec("psnr_gain_over_other", "PSNR gain over another image (dB; 0: the message is ignored)", compared=True,
-               table_label="PSNR gain over another image, dB (0: message ignored)"),
-    MetricSpec("ssim", "SSIM", headline=True, compared=True),
-    MetricSpec("rfid", "rFID", higher_is_better=False, headline=True, compared=True,
-               table_label="rFID, {fid_features} features"),
-    MetricSpec("codebook_distinct", "distinct token ids"),
-    MetricSpec("codebook_fraction", "fraction of the codebook"),
-    MetricSpec("codebook_perplexity", "codebook perplexity", headline=True, compared=True),
-    MetricSpec("per_position_distinct_mean", "distinct ids per message position (mean)", compared=True,
-               table_label="distinct ids per message position"),
-    MetricSpec("mean_crops", "crops per image (mean)", higher_is_better=None),
-    NUM_IMAGES,
-    MetricSpec("rfid_feature_dim", "rFID feature dimensions", higher_is_better=None),
-)
 _LABELS = {spec.key: spec.label for spec in RECON_METRICS}
 
 
@@ -55,8 +37,7 @@ class ReconMetrics:
     """PSNR, SSIM, rFID and codebook usage accumulated over batches (shared with ``eval crops``)."""
 
     def __init__(self, model: COMiT, fid: FID | None):
-        self.psnr = PSNR()
-        self.psnr_other = PSNR()
+        self.psnr = PSNRGain()
         self.ssim = SSIM() if model.config.image_size >= 11 else None
         self.usage = CodebookUsage(model.codebook_size)
         self.fid = fid
@@ -66,9 +47,6 @@ class ReconMetrics:
     def update(self, images: torch.Tensor, reconstructions: torch.Tensor, tokens: Tokens) -> None:
         images = images.to(reconstructions.device)
         self.psnr.update(reconstructions, images)
-        if images.shape[0] > 1:
-            # Against another image of the batch: a decoder that ignores the message scores the same.
-            self.psnr_other.update(reconstructions, images.roll(1, dims=0))
         if self.ssim is not None:
             self.ssim.update(reconstructions, images)
         self.usage.update(tokens.ids)
@@ -81,17 +59,14 @@ class ReconMetrics:
     def compute(self) -> tuple[dict, list[str]]:
         """Flat metrics and notes on what could not be measured."""
         notes = []
-        usage = self.usage.compute()
-        metrics = {"psnr": self.psnr.compute(), "psnr_other_image": None, "psnr_gain_over_other": None,
+        usage, psnr = self.usage.compute(), self.psnr.compute()
+        metrics = {"psnr": psnr.psnr, "psnr_other_image": psnr.psnr_other, "psnr_gain_over_other": psnr.gain,
                    "ssim": self.ssim.compute() if self.ssim else None,
                    "rfid": None, "codebook_distinct": usage["distinct"], "codebook_fraction": usage["fraction"],
                    "codebook_perplexity": usage["perplexity"],
                    "per_position_distinct_mean": usage["per_position_distinct_mean"],
                    "mean_crops": self.crops_used / self.count, "num_images": self.count}
-        if self.psnr_other._count:
-            metrics["psnr_other_image"] = self.psnr_other.compute()
-            metrics["psnr_gain_over_other"] = metrics["psnr"] - metrics["psnr_other_image"]
-        else:
+        if psnr.psnr_other is None:
             notes.append("PSNR against other images not measured: batches of one image")
         if self.ssim is None:
             notes.append("SSIM not measured: images are smaller than its 11x11 window")
@@ -151,7 +126,7 @@ def reconstruction_examples(model: COMiT, dataset: Dataset, settings: EvalSettin
 def write_recon_report(out: Path, results: ReconResult,
                        examples: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """results.json, results.md and (given examples) examples.png with originals over reconstructions."""
-    from ..viz.plots import plot_image_rows
+    from ..plots import plot_image_rows
     from .report import markdown_report, markdown_table, write_results
 
     sections = [("Metrics", markdown_table([{"metric": _LABELS[k], "value": v} for k, v in results.metrics.items()],

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .metrics import headline
+from ..metrics.registry import headline
 from .report import markdown_report, markdown_table, provenance, write_results
 from .results import EvalResult
 from .run_align import AlignResult, TokenExamples

@@ -12,10 +12,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..eval.metrics import METRICS, compared
-from ..eval.results import MAJORITY, EvalResult, MetricSpec
+from ..eval.results import EvalResult
 from ..eval.run_probe import ProbeResult
 from ..eval.run_suite import CurveResult, read_result
+from ..metrics.registry import METRICS, compared
+from ..metrics.spec import MAJORITY, MetricSpec
 from .config import ClaimConfig, ExperimentConfig
 from .runner import UNIT_FILE, Unit, part_kind, start_units, units
 from .statistics import Estimate, mean_ci, paired_difference

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..model.policies import ADAPTIVE, POLICY_NAMES, RASTER_SCAN
-from ..pydantic_errors import first_error
+from ..user_settings import first_error
 from ..train.config import (ConfigError, TrainConfig, load_config, parse_override, resolve_yaml, set_dotted,
                             shipped_names)
 

@@ -182,7 +182,7 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
               "(alignment) or always the most frequent label(s) (probes).", ""]
     if results.get("probe_controls"):
         lines += ["## Probe controls", "", "Each probe also read two kinds of control messages of the same length "
-                  "(`comit.eval.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
+                  "(`comit.metrics.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
                   "shape, size and cell, in random slots) and random tokens (`random`). A model's probe score means "
                   "something only where the probe reads the scene (`probe_reads`: at least halfway from the band's "
                   "top to 1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
@@ -272,7 +272,7 @@ def tokens_figure(config: ExperimentConfig, out: Path):
 
 def write_plots(config: ExperimentConfig, results: dict, out: Path) -> list[str]:
     """Bars per arm (alignment, probes; PSNR) and one crop-curve plot per metric; returns file names."""
-    from ..viz.plots import plot_bars, plot_curves
+    from ..plots import plot_bars, plot_curves
 
     written = []
     bars, psnr = [], []

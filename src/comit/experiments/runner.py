@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from ..devices import auto_precision, describe_device, resolve_device, torch_threads
-from ..atomic import atomic_write, atomic_write_json
+from ..io import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
 from ..train.run_log import METRICS_FILE, last_line

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import torch
 from huggingface_hub import snapshot_download
@@ -23,13 +23,13 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..atomic import atomic_write, atomic_write_json
-from ..pydantic_errors import first_error
+from ..io import atomic_write, atomic_write_json
+from ..user_settings import first_error
 from .config import AutoencoderConfig, ModelConfig
 from .transformer import Transformer
 
-if TYPE_CHECKING:
-    from .comit import COMiT
+# The model class (``COMiT``) comes in as an argument: this module sits below it and names no type of it.
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -215,8 +215,8 @@ def read_provenance(directory: Path) -> dict | None:
         raise CheckpointError(f"{path} is not valid JSON ({error.msg}); fix or delete it") from None
 
 
-def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, attention: str | None = None,
-               device=None, download: HubDownload = HubDownload()) -> "COMiT":
+def load_model(cls: type[Model], name_or_path: str | Path, autoencoder=None, attention: str | None = None,
+               device=None, download: HubDownload = HubDownload()) -> Model:
     directory = resolve_checkpoint(name_or_path, download)
     config, released = read_config(directory)
     if attention is not None:
@@ -243,7 +243,7 @@ def load_model(cls: type["COMiT"], name_or_path: str | Path, autoencoder=None, a
     return model.to(device) if device is not None else model
 
 
-def save_model(model: "COMiT", directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_model(model: torch.nn.Module, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write the config and weights; each file is written to a temporary name and renamed.
 
     ``dtype`` (e.g. ``torch.float16``) stores floating-point weights at that precision, to halve a

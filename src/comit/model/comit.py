@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
+from ..metrics.reconstruction import psnr_per_image
 from ..progress import progress
 from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
 from .checkpoints import HubDownload, load_model, save_model
 from .config import AutoencoderConfig, ModelConfig
 from .conv_autoencoder import ConvAutoencoder
 from .crops import CropGrid, step_offsets, tokens_inside
-from .fit import PoorFitWarning, poor_fit_message, reconstruction_psnr
+from .fit import PoorFitWarning, poor_fit_message
 from .fsq import FSQ
 from .guidance import check_guidance, guided_velocity
 from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
@@ -482,7 +483,7 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
                                    cfg_weight=cfg_weight, apg_momentum=apg_momentum, noise=noise,
                                    generator=generator, decode=decode)
         if decode:
-            message = poor_fit_message(reconstruction_psnr(images, pictures).cpu(), training_data=self.training_data)
+            message = poor_fit_message(psnr_per_image(pictures, images).cpu(), training_data=self.training_data)
             if message:
                 warnings.warn(message, PoorFitWarning, stacklevel=2)
         return pictures

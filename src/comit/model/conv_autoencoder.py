@@ -28,8 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..atomic import atomic_write, atomic_write_json
-from ..format_files import read_format_json
+from ..io import atomic_write, atomic_write_json, read_format_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

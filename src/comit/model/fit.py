@@ -16,12 +16,6 @@ class PoorFitWarning(UserWarning):
     """Reconstructions far from their inputs: images unlike those the model was trained on."""
 
 
-def reconstruction_psnr(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """[B] PSNR in dB of each output against its input, both [B, 3, S, S] in [-1, 1]."""
-    error = ((outputs.float().clamp(-1, 1) - inputs.float()) / 2).pow(2).flatten(1).mean(dim=1)
-    return -10 * torch.log10(error.clamp(min=1e-10))
-
-
 def poor_fit_message(psnr: torch.Tensor, names: list[str] | None = None, training_data: str | None = None) -> str | None:
     """One line when some reconstructions fall below ``POOR_PSNR_DB``, else None."""
     poor = psnr < POOR_PSNR_DB

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 from .config import ModelConfig
 
 MODEL_CARD_NAME = "README.md"

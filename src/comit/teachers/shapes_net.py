@@ -23,8 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..atomic import atomic_write, atomic_write_json
-from ..format_files import read_format_json
+from ..io import atomic_write, atomic_write_json, read_format_json
 from .base import TeacherError
 
 CONFIG_NAME = "config.json"

@@ -83,7 +83,7 @@ def batch_of(dataset, indices: range | list[int]) -> torch.Tensor:
 
 def train_autoencoder(config: AutoencoderTrainConfig, out: str | Path, progress: bool = True) -> AutoencoderResult:
     """Train, measure the latent statistics and the val PSNR, save to ``out``; returns the numbers."""
-    from ..eval.reconstruction import PSNR
+    from ..metrics.reconstruction import PSNR
 
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)

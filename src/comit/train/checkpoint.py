@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..atomic import publish
+from ..io import publish
 
 WEIGHTS = "training.safetensors"
 STATE = "state.json"

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..model.config import MODEL_SIZES, ModelConfig
-from ..pydantic_errors import first_error
+from ..user_settings import first_error
 from .sequences import crops_available
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"

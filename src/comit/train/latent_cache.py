@@ -25,8 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..atomic import atomic_write, atomic_write_json
-from ..format_files import read_format_json
+from ..io import atomic_write, atomic_write_json, read_format_json
 from ..model.autoencoders import Autoencoder, encode_moments
 from ..model.crops import CropGrid
 from ..progress import progress

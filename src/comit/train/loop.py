@@ -33,7 +33,7 @@ from ..data import build_dataset, save_image
 from ..devices import auto_precision, describe_device, resolve_device
 from ..progress import progress
 from ..model.autoencoders import SDVAE, Autoencoder
-from ..atomic import atomic_write
+from ..io import atomic_write
 from ..model.checkpoints import PROVENANCE_NAME
 from ..model.comit import COMiT
 from ..model.fit import PoorFitWarning

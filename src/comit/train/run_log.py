@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 from .config import ConfigError, TrainConfig
 
 METRICS_FILE = "metrics.jsonl"

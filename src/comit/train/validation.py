@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..eval.reconstruction import PSNR
+from ..metrics.reconstruction import PSNRGain, mean_psnr
 from ..model.comit import COMiT
 from ..model.policies import RasterScan
 
@@ -58,12 +58,6 @@ class ValidationResult:
                 f"{self.psnr_global_gain:.2f}); local crops alone {self.psnr_local:.2f} dB")
 
 
-def psnr_of(reconstructions: torch.Tensor, images: torch.Tensor) -> float:
-    metric = PSNR()
-    metric.update(reconstructions.clamp(-1, 1), images)
-    return metric.compute()
-
-
 def _tokens(model: COMiT, chunk: torch.Tensor, generator: torch.Generator, global_crop: bool,
             num_crops: int | None):
     return model.tokenize(chunk, global_crop=global_crop, order=RasterScan(), num_crops=num_crops, generator=generator)
@@ -87,11 +81,12 @@ def validate(model: COMiT, images: torch.Tensor, step: int, images_seen: int, se
         one.append(_painted(model, tokens, noise, steps=1))
         local.append(_painted(model, _tokens(model, chunk, generator, global_crop=False, num_crops=None), noise))
         global_only.append(_painted(model, _tokens(model, chunk, generator, global_crop=True, num_crops=1), noise))
-    full_images, global_images = torch.cat(full), torch.cat(global_only)
     images = images.cpu()
-    other = images.roll(1, dims=0)
-    return ValidationResult(step=step, images_seen=images_seen, psnr=psnr_of(full_images, images),
-                            psnr_one_step=psnr_of(torch.cat(one), images),
-                            psnr_other=psnr_of(full_images, other), psnr_local=psnr_of(torch.cat(local), images),
-                            psnr_global=psnr_of(global_images, images),
-                            psnr_global_other=psnr_of(global_images, other))
+    full_gain, global_gain = PSNRGain(), PSNRGain()
+    full_gain.update(torch.cat(full), images)
+    global_gain.update(torch.cat(global_only), images)
+    full_psnr, global_psnr = full_gain.compute(), global_gain.compute()
+    return ValidationResult(step=step, images_seen=images_seen, psnr=full_psnr.psnr,
+                            psnr_one_step=mean_psnr(torch.cat(one), images), psnr_other=full_psnr.psnr_other,
+                            psnr_local=mean_psnr(torch.cat(local), images), psnr_global=global_psnr.psnr,
+                            psnr_global_other=global_psnr.psnr_other)

@@ -21,36 +21,15 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from . import figures
-from .report import write_report
+from .report import Figure, ImageEntry, write_report
 from .trace import Trace, top_tokens
 
 REPORT_NAME = "index.html"
-
-
-@dataclass
-class Figure:
-    """One PNG of an image's section: its path relative to the output folder and its caption."""
-
-    path: str
-    caption: str
-
-
-@dataclass
-class ImageEntry:
-    """What the report shows for one image."""
-
-    name: str
-    source: str
-    trace: Trace
-    figures: dict[str, Figure] = field(default_factory=dict)
-    overlays: list[tuple[int, Figure]] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
 
 
 def write_run(folder: str | os.PathLike, traces: list[Trace], sources: list[str], run_info: dict,

@@ -13,12 +13,31 @@ import base64
 import html
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from PIL import Image
 
-if TYPE_CHECKING:  # render imports this module; the types are only for reading
-    from .render import Figure, ImageEntry
+from .trace import Trace
+
+@dataclass
+class Figure:
+    """One PNG of an image's section: its path relative to the output folder and its caption."""
+
+    path: str
+    caption: str
+
+
+@dataclass
+class ImageEntry:
+    """What the report shows for one image."""
+
+    name: str
+    source: str
+    trace: Trace
+    figures: dict[str, Figure] = field(default_factory=dict)
+    overlays: list[tuple[int, Figure]] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1400px;
@@ -38,13 +57,13 @@ nav a { margin-right: .8rem; }
 """
 
 
-def write_report(path: Path, entries: list["ImageEntry"], run_info: dict, root: Path) -> None:
+def write_report(path: Path, entries: list[ImageEntry], run_info: dict, root: Path) -> None:
     """Write the page to ``path``; figure paths in ``entries`` are relative to ``root``. (The
     caller writes into a staging folder and moves the page into place: no half-written page.)"""
     Path(path).write_text(render_page(entries, run_info, root), encoding="utf-8")
 
 
-def render_page(entries: list["ImageEntry"], run_info: dict, root: Path) -> str:
+def render_page(entries: list[ImageEntry], run_info: dict, root: Path) -> str:
     title = run_info.get("title", "COMiT: what the message knows, crop by crop")
     parts = [
         "<!DOCTYPE html>",
@@ -67,7 +86,7 @@ def info_table(info: dict) -> str:
     return f'<ul class="info">{items}</ul>'
 
 
-def image_section(entry: "ImageEntry", root: Path) -> str:
+def image_section(entry: ImageEntry, root: Path) -> str:
     crops = ", ".join(f"#{index}" for index in entry.trace.crop_indices)
     psnr = entry.summary.get("reconstruction_psnr_db")
     overlays = "".join(figure(item, root, alt=f"attention of token {position}", shrink=2)
@@ -88,7 +107,7 @@ def image_section(entry: "ImageEntry", root: Path) -> str:
     ])
 
 
-def figure(item: "Figure", root: Path, alt: str, shrink: int = 1) -> str:
+def figure(item: Figure, root: Path, alt: str, shrink: int = 1) -> str:
     """An embedded picture with its caption; ``shrink`` shows it at 1/shrink of its size (the
     per-token overlays, so a row of them fits a screen)."""
     path = root / item.path

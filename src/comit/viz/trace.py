@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..eval.reconstruction import PSNR
+from ..metrics.reconstruction import mean_psnr
 from ..model.crops import Box
 from ..model.policies import ADAPTIVE, CropPolicy, parse_policy
 from ..model.solvers import check_decoding
@@ -111,10 +111,8 @@ def image_trace(model, images, tokens, probes, final, attention, settings: VizSe
 
 
 def psnr(picture: torch.Tensor, reference: torch.Tensor) -> float:
-    """PSNR in dB of one image in [-1, 1] (clamped, as saved 8-bit images are): the evaluation's metric."""
-    metric = PSNR()
-    metric.update(picture[None].clamp(-1, 1), reference[None].clamp(-1, 1))
-    return metric.compute()
+    """PSNR in dB of one image [3, S, S] in [-1, 1] (clamped, as saved 8-bit images are): the evaluation's metric."""
+    return mean_psnr(picture[None], reference[None])
 
 
 def top_tokens(attention: torch.Tensor, count: int) -> list[int]:

@@ -1,4 +1,6 @@
-"""Atomic, durable file writes: readers never see a half-written file, a failed write leaves nothing.
+"""Files: atomic, durable writes, and versioned checkpoint configs read with one-line errors.
+
+Writes: readers never see a half-written file, a failed write leaves nothing.
 
 What a write through here guarantees: the content goes to a temporary file beside the target, is
 flushed to the disk (``fsync``), gets the mode a plain ``open`` would give (0666 less the umask),
@@ -73,3 +75,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data, indent: int | None = 2) -> None:
     """``path`` holds ``data`` as JSON and a final newline, written as :func:`atomic_write` writes."""
     atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def read_format_json(directory: Path, file_name: str, format_name: str, max_version: int,
+                     error: type[Exception], what: str) -> dict:
+    """The parsed ``directory/file_name``, checked to be a ``format_name`` config this comit can read
+    (``format_version`` <= ``max_version``); anything else raises ``error`` naming ``what``
+    ("an autoencoder")."""
+    path = directory / file_name
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{directory} holds no {file_name}; is it {what} folder?") from None
+    except (ValueError, UnicodeDecodeError) as problem:
+        raise error(f"{path} is not valid JSON: {problem}") from problem
+    if not isinstance(raw, dict) or raw.get("format") != format_name:
+        raise error(f"{path} is not {what} config (format {format_name!r} expected)")
+    if raw.get("format_version", 0) > max_version:
+        raise error(f"{path} has format_version {raw['format_version']}; this comit reads up to "
+                    f"{max_version}, upgrade comit")
+    return raw

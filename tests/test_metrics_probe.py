@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-import comit.eval.probe as probe_module
-from comit.eval.probe import AttentionProbe, evaluate_probe, split_indices, train_probe
+import comit.metrics.probe as probe_module
+from comit.metrics.probe import AttentionProbe, evaluate_probe, split_indices, train_probe
 
 CLASSES, LENGTH, VOCAB = 4, 8, 16
 SMALL = dict(dim=32, heads=2, vocab_size=VOCAB, progress=False)

@@ -10,7 +10,7 @@ import torch
 from scipy import linalg
 from torch import nn
 
-from comit.eval.fid import FID, FIDUnavailable, frechet_distance
+from comit.metrics.fid import FID, FIDUnavailable, frechet_distance
 
 
 def _extractor() -> nn.Module:

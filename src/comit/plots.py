@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_write
+from .io import atomic_write
 
 Table = Sequence[Mapping[str, object]]
 

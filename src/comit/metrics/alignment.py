@@ -14,6 +14,19 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .spec import NUM_IMAGES, MetricSpec
+
+# Every number ``evaluate_alignment`` reports, in its order; random maps give the floor to beat.
+ALIGN_METRICS = (
+    MetricSpec("miou_image", "token–object mIoU per image", floor="random_miou_image", headline=True, compared=True),
+    MetricSpec("miou_object", "token–object mIoU per object", floor="random_miou_object", headline=True,
+               compared=True),
+    MetricSpec("random_miou_image", "mIoU per image of random maps", higher_is_better=None, headline=True),
+    MetricSpec("random_miou_object", "mIoU per object of random maps", higher_is_better=None, headline=True),
+    NUM_IMAGES,
+    MetricSpec("num_objects", "objects", higher_is_better=None),
+)
+
 
 def _topq_count(q: float, num_pixels: int) -> int:
     """Number of pixels in the top q %: ``ceil(q / 100 * num_pixels)``."""

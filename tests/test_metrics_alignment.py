@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comit.eval.alignment import AlignmentIoU, best_token_iou, mask_iou, topq_binarize
+from comit.metrics.alignment import AlignmentIoU, best_token_iou, mask_iou, topq_binarize
 
 
 def _rect(top: int, left: int, bottom: int, right: int, size: int = 10) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The metric registry (comit.eval.metrics) and the typed results: every key a result writes is
+"""The metric registry (comit.metrics.registry) and the typed results: every key a result writes is
 declared, the experiment tables and verdicts take directions and floors from the declarations,
 and each result's to_json is its results.json and reads back unchanged."""
 
@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from comit.eval.common import EvalSettings, batches, load_dataset
-from comit.eval.metrics import FAMILIES, METRICS, compared, curve_metrics, headline, spec
+from comit.metrics.registry import FAMILIES, METRICS, compared, curve_metrics, headline, spec
 from comit.eval.report import json_safe
-from comit.eval.results import MAJORITY
+from comit.metrics.spec import MAJORITY
 from comit.eval.run_align import AlignResult, AlignSettings, evaluate_alignment
 from comit.eval.run_crops import CurveResult
 from comit.eval.run_probe import ProbeResult, annotations, probe_metric_key
 from comit.eval.run_recon import ReconMetrics, ReconResult
 from comit.eval.run_suite import RESULT_TYPES, read_result
-from comit.eval.probe_tasks import build_tasks, default_tasks
+from comit.metrics.probe_tasks import build_tasks, default_tasks
 
 
 # ---------------------------------------------------------------------- every written key is declared

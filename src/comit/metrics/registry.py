@@ -1,7 +1,7 @@
-"""The one registry of evaluation metrics: every ``MetricSpec`` the evaluation modules declare.
+"""The one registry of metrics: every ``MetricSpec`` the metric modules declare.
 
-Each family's metrics are declared beside their computation (``run_recon.RECON_METRICS``,
-``run_align.ALIGN_METRICS``, ``run_probe.PROBE_METRICS``); reports, the suite, the crop curves
+Each family's metrics are declared beside their computation (``reconstruction.RECON_METRICS``,
+``alignment.ALIGN_METRICS``, ``probe_tasks.PROBE_METRICS``); reports, the suite, the crop curves
 and the experiment tables look a key's label, direction and floor up here instead of
 repeating them.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .results import MetricSpec
-from .run_align import ALIGN_METRICS
-from .run_probe import PROBE_METRICS
-from .run_recon import RECON_METRICS
+from .alignment import ALIGN_METRICS
+from .probe_tasks import PROBE_METRICS
+from .reconstruction import RECON_METRICS
+from .spec import MetricSpec
 
 FAMILIES: dict[str, tuple[MetricSpec, ...]] = {"recon": RECON_METRICS, "align": ALIGN_METRICS,
                                                "probe": PROBE_METRICS}
@@ -37,7 +37,7 @@ def spec(key: str) -> MetricSpec:
     try:
         return METRICS[key]
     except KeyError:
-        raise KeyError(f"metric {key!r} is not declared (comit.eval.metrics)") from None
+        raise KeyError(f"metric {key!r} is not declared (comit.metrics.registry)") from None
 
 
 def headline(keys: Iterable[str]) -> list[str]:

@@ -7,8 +7,8 @@ import torch
 
 from comit.data import RELATIONS, build_dataset
 from comit.data.shapes import SHAPES
-from comit.eval.probe import AttentionProbe, append_question, train_probe
-from comit.eval.probe_tasks import (NUM_CONCEPTS, build_tasks, compositional_task, held_out_pairs, pair_table,
+from comit.metrics.probe import AttentionProbe, append_question, train_probe
+from comit.metrics.probe_tasks import (NUM_CONCEPTS, build_tasks, compositional_task, held_out_pairs, pair_table,
                                     relational_task, semantic_task)
 from comit.eval.run_probe import CompactIds, annotations
 

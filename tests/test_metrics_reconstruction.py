@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from comit.eval.reconstruction import PSNR, SSIM, CodebookUsage
+from comit.metrics.reconstruction import PSNR, SSIM, CodebookUsage
 
 
 def _pair(seed: int, batch: int = 3, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:

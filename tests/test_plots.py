@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comit.viz import plots
+from comit import plots
 
 
 def _table():

@@ -9,11 +9,34 @@ numbers are comparable with papers that score 8-bit images divided by 255.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
+)
+
+from .spec import NUM_IMAGES, MetricSpec
+
+
+# Every number an evaluation of reconstructions (``comit.eval.run_recon.ReconMetrics``) reports, in the order it reports them.
+RECON_METRICS = (
+    MetricSpec("psnr", "PSNR (dB)", headline=True, compared=True, table_label="PSNR dB"),
+    MetricSpec("psnr_other_image", "PSNR against another image (dB)", higher_is_better=None),
+    MetricSpec("psnr_gain_over_other", "PSNR gain over another image (dB; 0: the message is ignored)", compared=True,
+               table_label="PSNR gain over another image, dB (0: message ignored)"),
+    MetricSpec("ssim", "SSIM", headline=True, compared=True),
+    MetricSpec("rfid", "rFID", higher_is_better=False, headline=True, compared=True,
+               table_label="rFID, {fid_features} features"),
+    MetricSpec("codebook_distinct", "distinct token ids"),
+    MetricSpec("codebook_fraction", "fraction of the codebook"),
+    MetricSpec("codebook_perplexity", "codebook perplexity", headline=True, compared=True),
+    MetricSpec("per_position_distinct_mean", "distinct ids per message position (mean)", compared=True,
+               table_label="distinct ids per message position"),
+    MetricSpec("mean_crops", "crops per image (mean)", higher_is_better=None),
+    NUM_IMAGES,
+    MetricSpec("rfid_feature_dim", "rFID feature dimensions", higher_is_better=None),
 )
 
 
@@ -48,10 +71,37 @@ class _PerImageMean:
         self._sum += float(per_image.double().sum())
         self._count += per_image.numel()
 
+    @property
+    def count(self) -> int:
+        """Images scored so far."""
+        return self._count
+
     def compute(self) -> float:
         if self._count == 0:
             raise RuntimeError(f"{type(self).__name__}.compute() called before any update()")
         return self._sum / self._count
+
+
+def psnr_per_image(preds: torch.Tensor, target: torch.Tensor, max_db: float | None = None) -> torch.Tensor:
+    """[B] PSNR in dB of each image of ``preds`` against ``target``, both [B, C, H, W] in [-1, 1]
+    (clamped, as saved 8-bit images are); ``max_db`` caps an exact match's ``inf``."""
+    _check_pair(preds, target)
+    per_image = peak_signal_noise_ratio(to_unit_range(preds), to_unit_range(target), data_range=1.0,
+                                        reduction="none", dim=(1, 2, 3))
+    return per_image if max_db is None else per_image.clamp(max=max_db)
+
+
+def mean_psnr(preds: torch.Tensor, target: torch.Tensor) -> float:
+    """The mean over images of their PSNR (dB): ``PSNR`` over one batch."""
+    metric = PSNR()
+    metric.update(preds, target)
+    return metric.compute()
+
+
+def other_images(images: torch.Tensor) -> torch.Tensor:
+    """Each image's neighbour in the batch (rolled by one): a decoder that ignores its message scores
+    as well against these as against the images themselves."""
+    return images.roll(1, dims=0)
 
 
 class PSNR(_PerImageMean):
@@ -68,13 +118,35 @@ class PSNR(_PerImageMean):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of reconstructions ``preds`` and originals ``target``, both in [-1, 1]."""
-        _check_pair(preds, target)
-        per_image = peak_signal_noise_ratio(
-            to_unit_range(preds), to_unit_range(target), data_range=1.0,
-            reduction="none", dim=(1, 2, 3))
-        if self.max_db is not None:
-            per_image = per_image.clamp(max=self.max_db)
-        self._add(per_image)
+        self._add(psnr_per_image(preds, target, self.max_db))
+
+
+@dataclass(frozen=True)
+class Gain:
+    """PSNR against the images and against other images' (dB); None where every batch held one image."""
+
+    psnr: float
+    psnr_other: float | None
+
+    @property
+    def gain(self) -> float | None:
+        """How much the message says: 0 dB when the decoder ignores it."""
+        return None if self.psnr_other is None else self.psnr - self.psnr_other
+
+
+class PSNRGain:
+    """PSNR of reconstructions against their images and against ``other_images`` of the same batch."""
+
+    def __init__(self) -> None:
+        self.own, self.other = PSNR(), PSNR()
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.own.update(preds, target)
+        if target.shape[0] > 1:
+            self.other.update(preds, other_images(target))
+
+    def compute(self) -> Gain:
+        return Gain(self.own.compute(), self.other.compute() if self.other.count else None)
 
 
 class SSIM(_PerImageMean):

@@ -23,7 +23,7 @@ import torch
 
 from comit import COMiT
 from comit.data import build_dataset
-from comit.eval.common import EvalSettings
+from comit.eval.protocol import EvalSettings
 from comit.eval.run_align import best_token_examples, tokens_over_objects
 from comit.experiments.config import load_experiment
 from comit.experiments.runner import EXPERIMENT_FILE, MODEL_DIR, Unit

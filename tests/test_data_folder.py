@@ -141,3 +141,12 @@ def test_build_dataset_rejects_unknown_names(tmp_path):
         build_dataset(str(tmp_path / "nope"), 8)
     with pytest.raises(ValueError, match="--split must be a split name"):
         build_dataset(str(tmp_path), 8, split="../test")
+
+
+def test_every_source_checks_positions_alike():
+    from comit.data.indexing import checked_index
+
+    assert [checked_index(i, 3, "images in x/") for i in (0, 2, -1, -3)] == [0, 2, 2, 0]
+    for bad in (3, -4):
+        with pytest.raises(IndexError, match=r"index .* is out of range for 3 images in x/"):
+            checked_index(bad, 3, "images in x/")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from comit.cli import app
 from comit.data import sample_paths
-from comit.eval.common import EvalSettings, load_dataset
+from comit.eval.protocol import EvalSettings, load_dataset
 from comit.eval.run_align import AlignSettings, evaluate_alignment
 from comit.eval.run_crops import CurveSettings, evaluate_crop_curves
 from comit.eval.run_recon import evaluate_reconstruction

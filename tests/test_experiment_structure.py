@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -251,6 +252,18 @@ def test_report_only_rebuilds_without_work(copy, monkeypatch):
     result = run(copy, "--report-only")
     assert result.exit_code == 0, result.output
     assert "Status: **complete**" in (copy / "results.md").read_text()
+
+
+def test_report_only_describes_the_folder_not_the_shipped_config(copy, monkeypatch):
+    """A shipped config changes after a folder's units ran (structure.yaml went from 2,000 to 3,000
+    steps): rebuilding the folder's report must describe the settings its units ran with."""
+    _no_work(monkeypatch)
+    result = runner.invoke(app, ["experiment", "structure", "--out", str(copy), "--config", "structure", "--report-only"])
+    assert result.exit_code == 0, result.output
+    steps = yaml.safe_load((copy / "experiment.yaml").read_text())["train"]["loop"]["max_steps"]
+    markdown = (copy / "results.md").read_text()
+    assert f"| budget per arm and seed | {steps} steps x" in markdown and steps != 3000
+    assert f"--config {copy / 'experiment.yaml'}" in markdown  # the command that continues it
 
 
 def test_units_below_the_gate_are_reported_and_not_compared(copy, monkeypatch):

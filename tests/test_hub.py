@@ -141,7 +141,7 @@ def test_version():
 
 
 def test_train_push_to_hub_uploads_the_final_model_with_its_provenance(fake_api, tmp_path):
-    from comit.train.cli import run_training
+    from comit.train.launch import run_training
 
     run_training(["tiny", "max_steps=2", "batch_size=2", "eval_every=0", "checkpoint_every=1000"], tmp_path / "run",
                  resume=False, push_to_hub="me/trained")

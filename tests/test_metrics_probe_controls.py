@@ -8,7 +8,7 @@ import torch
 
 from comit.data import build_dataset
 from comit.data.shapes import COLORS, SHAPES, SIZES
-from comit.eval.common import batches, first_items
+from comit.eval.protocol import batches, first_items
 from comit.metrics.probe_controls import (object_cells, random_codes, random_ids, scene_codes, scene_ids,
                                        scene_vocab_size)
 from comit.eval.run_probe import (Messages, ProbeSettings, annotations, controls_verdict, prior_guess,

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from comit.eval.common import EvalSettings, batches, load_dataset
+from comit.eval.protocol import EvalSettings, batches, load_dataset
 from comit.metrics.registry import FAMILIES, METRICS, compared, curve_metrics, headline, spec
 from comit.eval.report import json_safe
 from comit.metrics.spec import MAJORITY

@@ -16,15 +16,16 @@ __all__ = ["COMiT", "Tokens", "ModelConfig", "Autoencoder", "PixelAutoencoder", 
 
 # The public names resolve on first use, so that `import comit` (and `comit --help`, `comit
 # --version`) does not pay for importing torch; after that they are ordinary module attributes.
-_HOMES = {"COMiT": "model.comit", "Tokens": "model.comit", "ModelConfig": "model.config",
+_HOMES = {"COMiT": "model.comit", "Tokens": "model.reading", "ModelConfig": "model.config",
           "Autoencoder": "model.autoencoders", "PixelAutoencoder": "model.autoencoders",
           "SDVAE": "model.autoencoders", "CheckpointError": "model.checkpoints"}
 
 if TYPE_CHECKING:
     from .model.autoencoders import Autoencoder, PixelAutoencoder, SDVAE
     from .model.checkpoints import CheckpointError
-    from .model.comit import COMiT, Tokens
+    from .model.comit import COMiT
     from .model.config import ModelConfig
+    from .model.reading import Tokens
 
 
 def __getattr__(name: str):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -214,17 +214,26 @@ def tokenize_to_shards(model: COMiT, dataset: Dataset, folder: Path, plan: Shard
 
 def tokenize_shard(model: COMiT, dataset: Dataset, plan: ShardPlan, shard: int, batch_size: int, num_workers: int,
                    precision: str, bar) -> Tokens:
-    settings = plan.settings
-    generator = torch.Generator().manual_seed(settings["seed"] * 1_000_003 + shard)
+    generator = torch.Generator().manual_seed(plan.settings["seed"] * 1_000_003 + shard)
     loader = DataLoader(Subset(dataset, list(plan.images_of(shard))), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=stack_images, pin_memory=model.device.type == "cuda")
+    return tokenize_batches(model, loader, plan.settings, generator, precision, done=bar.update)
+
+
+def tokenize_batches(model: COMiT, batches: Iterable[torch.Tensor], settings: dict, generator: torch.Generator,
+                     precision: str = "fp32", done: Callable[[int], object] | None = None) -> Tokens:
+    """The one loop that tokenizes image batches ([b, 3, S, S] each) into one ``Tokens`` on the CPU:
+    ``settings``' order, crops and global crop, at ``precision`` on the model's device, one
+    ``generator`` for all; ``done(b)`` after each batch. Files (``comit tokenize``, ``reconstruct``)
+    and shards use it."""
     parts = []
-    for images in loader:
+    for images in batches:
         with torch.inference_mode(), autocast(model.device, precision):
             parts.append(model.tokenize(images.to(model.device), global_crop=settings["global_crop"],
                                         order=settings["order"], num_crops=settings["num_crops"],
                                         generator=generator).to("cpu"))
-        bar.update(len(images))
+        if done is not None:
+            done(len(images))
     return Tokens.cat(parts)
 
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .options import (ADAPTIVE, ORDER_NAMES, RASTER_SCAN, BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
+from ..model.policy_names import ADAPTIVE, POLICY_NAMES, RASTER_SCAN
+from .options import (BatchOption as BatchOpt, CfgOption as CfgOpt, DeviceOption as DeviceOpt,
                       GlobalCropOption as GlobalOpt, ModelOption as ModelOpt, NumCropsOption as NumCropsOpt,
                       OrderOption as OrderOpt, SolverOption as SolverOpt, StepsOption as StepsOpt)
 from .support import friendly_errors, load_model, parse_order, resolved_num_crops
@@ -77,7 +78,7 @@ def _eval_dataset(data: str, image_size: int, split: str | None, num_images: int
     import warnings
 
     from ..data.splits import SplitWarning
-    from ..eval.common import load_dataset
+    from ..eval.protocol import load_dataset
 
     with warnings.catch_warnings():
         if split is None:
@@ -95,7 +96,7 @@ def _model(name: str, device: str):
 
 
 def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batch_size):
-    from ..eval.common import EvalSettings
+    from ..eval.protocol import EvalSettings
 
     order_value = parse_order(order)
     return EvalSettings(order=order_value, num_crops=resolved_num_crops(order_value, num_crops), global_crop=global_crop, steps=steps, cfg=cfg,
@@ -103,7 +104,7 @@ def _settings(order: str, num_crops, global_crop, steps, cfg, solver, seed, batc
 
 
 def _align_settings(layer, times, heads, direction, q):
-    from ..eval.common import parse_numbers
+    from ..eval.protocol import parse_numbers
     from ..eval.run_align import AlignSettings
 
     return AlignSettings(layer=layer, times=parse_numbers(times, float, "--times"),
@@ -231,7 +232,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 @friendly_errors
 def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: DataOpt = "shapes", masks: MasksOpt = None,
           labels: LabelsOpt = None, split: SplitOpt = None, num_images: CropImagesOpt = DEFAULT_CROP_IMAGES,
-          num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, orders: OrdersOpt = ",".join(ORDER_NAMES),
+          num_train: NumTrainOpt = DEFAULT_PROBE_TRAIN, orders: OrdersOpt = ",".join(POLICY_NAMES),
           global_modes: GlobalModesOpt = "both", crop_counts: CountsOpt = DEFAULT_CROP_COUNTS,
           metrics: MetricsOpt = None,
           steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler", fid_features: FidOpt = "none",
@@ -240,7 +241,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = 30, patience: PatienceOpt = 5,
           holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Every metric against the number of crops, per order, with and without the global crop."""
-    from ..eval.common import parse_numbers
+    from ..eval.protocol import parse_numbers
     from ..eval.run_crops import CurveSettings, evaluate_crop_curves, write_crops_report
     from ..eval.run_probe import probe_datasets
 

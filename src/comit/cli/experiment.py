@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _numbers(text: str | None, name: str) -> list[int] | None:
-    from ..eval.common import parse_numbers
+    from ..eval.protocol import parse_numbers
 
     return None if text is None else parse_numbers(text, int, name)
 
@@ -51,7 +51,8 @@ def structure(
             "--start-threads", help="torch CPU threads while training the shared start, which every other "
                                     "process waits for (default: --threads).")] = None,
         report_only: Annotated[bool, typer.Option("--report-only", help="Only rebuild DIR/results.md from what "
-                                                                         "is finished; train nothing.")] = False,
+                                                                         "is finished, with the settings of "
+                                                                         "DIR/experiment.yaml; train nothing.")] = False,
         commit: Annotated[bool, typer.Option("--commit", help="After each finished unit, git-commit the experiment "
                                                                "folder (results and logs; weights stay out), so a "
                                                                "run outlives the machine.")] = False,
@@ -62,7 +63,7 @@ def structure(
     from ..experiments.config import load_experiment
     from ..experiments.report import write_experiment_report
     from ..devices import resolve_device
-    from ..experiments.runner import commit_folder, git_work_tree, run_experiment
+    from ..experiments.runner import EXPERIMENT_FILE, commit_folder, git_work_tree, run_experiment
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)
@@ -71,6 +72,12 @@ def structure(
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if threads is not None:
         torch.set_num_threads(threads)
+    if report_only:
+        # The folder's own settings: a shipped config may have changed since the folder's units ran.
+        stored = Path(out) / EXPERIMENT_FILE
+        if not stored.is_file():
+            raise ValueError(f"{out} holds no experiment yet (no {EXPERIMENT_FILE}); run without --report-only first")
+        config = str(stored)
     experiment = load_experiment(config, overrides or [], _numbers(seeds, "--seeds"), _names(arms))
     command = _command(out, overrides, config, seeds, arms, device, threads, start_threads, commit, quiet)
     where = str(resolve_device(device))
@@ -88,8 +95,6 @@ def structure(
     if not report_only:
         run_experiment(experiment, out, command, device=device, progress=not quiet, after_unit=report,
                        say=typer.echo, start_threads=start_threads)
-    elif not (Path(out) / "experiment.yaml").is_file():
-        raise ValueError(f"{out} holds no experiment yet (no experiment.yaml); run without --report-only first")
     results = report()
     for claim in results["claims"]:
         typer.echo(f"{claim['compared']} on {claim['metric']}: {claim['verdict']}")

@@ -9,16 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..model.policy_names import POLICY_NAMES
+
 DEFAULT_MODEL = "bundled"
-# The crop policies' names as the command line spells them. Their home is model/policies.py, which
-# imports torch, and `comit --help` must not; tests/test_policies.py checks that the two agree.
-RASTER_SCAN, RANDOM, ADAPTIVE = "raster_scan", "random", "adaptive"
-ORDER_NAMES = (RASTER_SCAN, RANDOM, ADAPTIVE)
 DEFAULT_NUM_CROPS = 3  # what --num-crops means when left out with a named order (a list: all of it)
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Checkpoint directory, hub id, or 'bundled'.")]
 RevisionOption = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub id.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, ...")]
-OrderOption = Annotated[str, typer.Option("--order", help=" | ".join(ORDER_NAMES) + " | comma list, e.g. 4,1,7.")]
+OrderOption = Annotated[str, typer.Option("--order", help=" | ".join(POLICY_NAMES) + " | comma list, e.g. 4,1,7.")]
 GlobalCropOption = Annotated[bool, typer.Option("--global-crop/--no-global-crop", help="Observe the whole image first.")]
 StepsOption = Annotated[int, typer.Option("--steps", help="Decoding steps.")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance weight (0 or 1: no guidance pass).")]

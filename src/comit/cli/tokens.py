@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (ADAPTIVE, DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
+from ..model.policy_names import ADAPTIVE
+from .options import (DEFAULT_MODEL, BatchOption, CfgOption, CompileOption, DeviceOption, GlobalCropOption,
                       ModelOption, NumCropsOption, OrderOption, PrecisionOption, RevisionOption, SeedOption,
                       SolverOption, StepsOption)
 from .support import friendly_errors, load_model, parse_order, resolved_num_crops
@@ -65,7 +66,6 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
     """Turn images into token messages: one safetensors file (-o x.safetensors) or, for a dataset, a
     folder of shards that a re-run resumes (also under torchrun: one shard range per process)."""
     from ..data.folder import expand_image_arguments
-    from ..model.acceleration import autocast
     from ..tokens_file import save_tokens
 
     if (images is None) == (data is None):
@@ -76,8 +76,7 @@ def tokenize(output: Annotated[Path, typer.Option("--output", "-o", help="A .saf
     settings = tokenize_settings(order_value, num_crops, global_crop, seed)
     if output.suffix == ".safetensors" and paths is not None:
         net = prepared_model(model, device, revision, compile_model)
-        with autocast(net.device, precision):
-            tokens = tokenize_files(net, paths, order_value, num_crops, global_crop, seed, batch_size)
+        tokens = tokenize_files(net, paths, order_value, num_crops, global_crop, seed, batch_size, precision)
         save_tokens(output, tokens, model=model, fsq_levels=net.config.fsq_levels, settings=settings,
                     sources=[str(p) for p in paths])
         typer.echo(f"wrote {len(paths)} messages of {net.config.num_msg_tokens} tokens to {output}")
@@ -175,27 +174,26 @@ def reconstruct(images: Annotated[list[Path], typer.Argument(help="Image files, 
         typer.echo(f"warning: {poor}", err=True)
 
 
-def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, seed: int, batch_size: int):
+def tokenize_files(net, paths: list[Path], order, num_crops, global_crop: bool, seed: int, batch_size: int,
+                   precision: str = "fp32"):
     """Load every image first (so a bad file fails before any work), then tokenize in batches."""
     from ..data.images import load_images
 
     return tokenize_pixels(net, load_images(paths, net.config.image_size), order, num_crops, global_crop, seed,
-                           batch_size)
+                           batch_size, precision)
 
 
-def tokenize_pixels(net, pixels, order, num_crops, global_crop: bool, seed: int, batch_size: int):
+def tokenize_pixels(net, pixels, order, num_crops, global_crop: bool, seed: int, batch_size: int,
+                    precision: str = "fp32"):
     """Tokenize loaded images [N, 3, S, S] in batches, one generator for all."""
     import torch
 
-    from ..model.comit import Tokens
+    from ..token_shards import tokenize_batches
 
-    generator = torch.Generator().manual_seed(seed)
-    parts = []
-    indices = list(range(len(pixels)))
-    for chunk in progress(batches(indices, batch_size), total=-(-len(indices) // batch_size), desc="tokenize"):
-        parts.append(net.tokenize(pixels[chunk], global_crop=global_crop, order=order, num_crops=num_crops,
-                                  generator=generator).to("cpu"))
-    return Tokens.cat(parts)
+    chunks = (pixels[chunk] for chunk in batches(list(range(len(pixels))), batch_size))
+    return tokenize_batches(net, progress(chunks, total=-(-len(pixels) // batch_size), desc="tokenize"),
+                            tokenize_settings(order, num_crops, global_crop, seed),
+                            torch.Generator().manual_seed(seed), precision)
 
 
 def detokenize_all(net, tokens, steps: int, cfg: float, solver: str, seed: int, batch_size: int) -> list:

@@ -25,7 +25,7 @@ def train(args: Annotated[Optional[list[str]], typer.Argument(
           resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly.")] = False,
           push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Upload the final model to this hub repository (owner/name).")] = None):
     """Train a COMiT model (under torchrun: one process per GPU, DDP)."""
-    from ..train.cli import run_training
+    from ..train.launch import run_training
 
     run_training(args or [], out, resume, push_to_hub)
 
@@ -74,7 +74,7 @@ def cache_latents(
         device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
         num_workers: Annotated[int, typer.Option("--num-workers", min=0, help="DataLoader workers.")] = 0):
     """Encode a training set's images and grid crops once (autoencoder mean and std); re-running resumes."""
-    from ..train.cli import cache_latents as run
+    from ..train.launch import cache_latents as run
 
     index = run(args or [], out, batch_size, device, num_workers)
     typer.echo(f"latent cache: {index.parent}  (train with data.latent_cache={index.parent})")

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import ADAPTIVE, DEFAULT_MODEL, BatchOption, DeviceOption, GlobalCropOption, ModelOption, OrderOption
+from ..model.policy_names import ADAPTIVE
+from .options import DEFAULT_MODEL, BatchOption, DeviceOption, GlobalCropOption, ModelOption, OrderOption
 from .support import friendly_errors, load_model, parse_order
 
 DEFAULT_HOST = "127.0.0.1"

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from comit.data.images import IMAGE_EXTENSIONS, load_image
+from .images import IMAGE_EXTENSIONS, load_image
+from .indexing import checked_index
 
 NO_LABEL = -1
 
@@ -51,9 +52,7 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} images in {self.root}")
-        index = index % len(self)
+        index = checked_index(index, len(self), f"images in {self.root}")
         image = load_image(self.paths[index], self.image_size)
         if self.flip and torch.rand(()) < 0.5:
             image = image.flip(-1)

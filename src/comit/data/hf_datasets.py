@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import decode_image_bytes, load_image
+from .indexing import checked_index
 from .splits import SplitWarning, split_names
 
 HF_PREFIX = "hf:"
@@ -74,8 +75,7 @@ class HFDiskDataset(Dataset):
         return len(self.table)
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} images in {HF_PREFIX}{self.path}")
+        index = checked_index(index, len(self), f"images in {HF_PREFIX}{self.path}")
         row = self.table[index]
         cell = row[self.image_column]
         name = f"{HF_PREFIX}{self.path}#{index}"

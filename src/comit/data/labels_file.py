@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import load_image
+from .indexing import checked_index
 
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "test"}
 
@@ -64,9 +65,7 @@ class LabelsFileDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} images in {self.path}")
-        index = index % len(self)
+        index = checked_index(index, len(self), f"images in {self.path}")
         return {"image": load_image(self.paths[index], self.image_size), "labels": self.labels[index],
                 "index": index}
 

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from .folder import find_image_files
 from .images import IMAGE_EXTENSIONS, center_square_resize, load_image, open_image
+from .indexing import checked_index
 
 INSTANCE_MODES = ("P", "I", "I;16")
 
@@ -63,9 +64,7 @@ class MaskFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} images in {self.images_root}")
-        index = index % len(self)
+        index = checked_index(index, len(self), f"images in {self.images_root}")
         masks = load_masks(self.mask_paths[index], self.image_size)
         return {"image": load_image(self.paths[index], self.image_size), "masks": masks,
                 "valid": torch.ones(masks.shape[0], dtype=torch.bool), "index": index}

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .indexing import checked_index
+
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan")
 # Saturated but not pure primaries, chosen to stay far apart in RGB and against the dark background.
@@ -162,9 +164,7 @@ class ShapesDataset(Dataset):
         return self.config.num_images
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for a ShapesDataset of {len(self)}")
-        index = int(index) % len(self)
+        index = checked_index(index, len(self), "images in a ShapesDataset")
         image, objects = self._generate(index)
         return _to_item(image, objects, self.config, index)
 

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS, decode_image_bytes
+from .indexing import checked_index
 
 WDS_PREFIX = "wds:"
 NO_LABEL = -1
@@ -129,8 +130,7 @@ class TarShardDataset(Dataset):
         return handle.read(member.size)
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} samples in {WDS_PREFIX}{self.pattern}")
+        index = checked_index(index, len(self), f"samples in {WDS_PREFIX}{self.pattern}")
         shard, sample = self.locate(index)
         name = f"{self.shards[shard]}:{sample.key}"
         image = decode_image_bytes(self.read(shard, sample.image), self.image_size, name)

@@ -19,11 +19,10 @@ from torch.utils.data import Dataset
 
 from ..model.comit import COMiT
 from ..metrics.alignment import AlignmentIoU
-from .common import ATTENTION_NOISE, EvalSettings, batches, image_generator, per_image_noise, tokenize_batch
+from .protocol import ATTENTION_NOISE, EvalSettings, batches, image_generator, per_image_noise, tokenize_batch
 from .results import EvalResult
 
 DEFAULT_QS = (10.0, 20.0, 30.0, 40.0, 50.0)
-
 
 
 @dataclass(kw_only=True)

@@ -19,11 +19,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..model.comit import COMiT
-from ..model.policies import POLICY_NAMES
+from ..model.policy_names import POLICY_NAMES
 from ..metrics.alignment import AlignmentIoU
 from ..metrics.fid_features import build_fid, describe_features, resolve_features
 from ..metrics.registry import curve_metrics
-from .common import EvalSettings, batches, crop_steps, decode_batch
+from .protocol import EvalSettings, batches, crop_steps, decode_batch
 from .results import EvalResult
 from .run_align import AlignSettings, attention_batch
 from .run_probe import Messages, ProbeSettings, annotations, probe_metric_key, probe_policy, score_probe, \

@@ -28,12 +28,11 @@ from ..metrics.probe import AttentionProbe, append_question, evaluate_probe, spl
 from ..metrics.probe_controls import (CONTROL_TEXT, CONTROLS, random_codes, random_ids, scene_codes, scene_ids,
                              scene_vocab_size)
 from ..metrics.probe_tasks import Samples, Task, build_tasks, default_tasks
-from .common import EvalSettings, batches, first_items, tokenize_batch
+from .protocol import EvalSettings, batches, first_items, tokenize_batch
 from .results import EvalResult
 
 SHAPES_META = ("valid", "shape", "color", "size", "relations", "center")
 MODEL_MESSAGES = "model"  # the rows of the tokenizer's own messages; the others are the controls
-
 
 
 def probe_metric_key(row: dict) -> str:

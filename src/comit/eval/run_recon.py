@@ -18,7 +18,7 @@ from ..model.comit import COMiT, Tokens
 from ..metrics.fid import FID
 from ..metrics.fid_features import build_fid, describe_features
 from ..metrics.reconstruction import RECON_METRICS, SSIM, CodebookUsage, PSNRGain
-from .common import EvalSettings, batches, decode_batch, tokenize_batch
+from .protocol import EvalSettings, batches, decode_batch, tokenize_batch
 from .results import EvalResult
 
 _LABELS = {spec.key: spec.label for spec in RECON_METRICS}

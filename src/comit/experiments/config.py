@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..model.policies import ADAPTIVE, POLICY_NAMES, RASTER_SCAN
-from ..user_settings import first_error
-from ..train.config import (ConfigError, TrainConfig, load_config, parse_override, resolve_yaml, set_dotted,
-                            shipped_names)
+from ..model.policy_names import ADAPTIVE, POLICY_NAMES, RASTER_SCAN
+from ..train.config import (ConfigError, TrainConfig, load_config, parse_override, read_mapping, resolve_yaml,
+                            set_dotted, shipped_names, validated)
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "configs"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # arm and policy names become folder names
@@ -217,21 +216,12 @@ def load_experiment(name_or_path: str | Path, overrides: list[str] | None = None
     ``eval.num_images=64``, ``seeds=[0,1]``), keep only ``arms`` when given, and check that every
     (arm, seed) resolves to a valid training config with the same budget."""
     path = resolve_experiment_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping (name, base, train, arms, seeds, eval, claims)")
+    raw = read_mapping(path, "a mapping (name, base, train, arms, seeds, eval, claims)")
     for key, value in (parse_override(o) for o in overrides or []):
         set_dotted(raw, key, value)
     if seeds is not None:
         raw["seeds"] = list(seeds)
-    try:
-        config = ExperimentConfig(**raw)
-    except ValidationError as error:
-        where, message = first_error(error)
-        raise ConfigError(f"{path}: {where or 'experiment'}: {message}") from error
+    config = validated(ExperimentConfig, raw, str(path), "experiment")
     if arms is not None:
         config = select_arms(config, arms)
     check_units(config)

@@ -15,7 +15,7 @@ from ..train.step import LOSS_TERMS
 from .aggregate import (arm_table, check_claims, collapsed_units, control_table, curve_table, failed_gate,
                         gate_gains, load_parts, load_training)
 from .config import ExperimentConfig
-from .runner import start_units, unit_evaluated, units
+from .runner import start_units, unit_config, unit_evaluated, units
 from .statistics import Estimate
 
 _START_SCORES = ("psnr_global", "psnr_global_gain")  # a start's held-out global-crop score, from val.jsonl
@@ -47,7 +47,8 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
                           "evaluated": unit in done, "train_s": record.get("wall_time_s"),
                           "eval_s": round(eval_seconds, 1) if unit in measured else None,
                           "resumed_from": record.get("resumed_from"), "code": record.get("code"),
-                          "precision": record.get("precision"), **_machine_and_finish(record, measured.get(unit, {})), **record.get("final", {})})
+                          "precision": record.get("precision") or (_pinned_precision(config, unit, out) if record else None),
+                          **_machine_and_finish(record, measured.get(unit, {})), **record.get("final", {})})
     total = sum((r["train_s"] or 0) + (r["eval_s"] or 0) for r in unit_rows)
     codes = sorted({str(r["code"]) for r in unit_rows if r["trained"]})
     return {"name": config.name, "complete": len(done) == len(all_units),
@@ -61,6 +62,12 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
             "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
             "gate": _gate_rows(config, measured, failed),
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
+
+
+def _pinned_precision(config: ExperimentConfig, unit, out: Path) -> str | None:
+    """A unit recorded before records named the precision trained in what its config pinned (not ``auto``)."""
+    precision = unit_config(config, unit, out).loop.precision
+    return None if precision == "auto" else precision
 
 
 def _machine_and_finish(record: dict, parts: dict) -> dict:
@@ -136,11 +143,17 @@ def write_experiment_report(config: ExperimentConfig, out: Path, command: list[s
 
 
 def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -> str:
-    arms = list(config.arms)
-    reference = arms[0]
+    sections = (_status_lines(results), _gate_lines(config, results), _start_lines(config, results),
+                _arm_lines(config), _claim_lines(results), _per_arm_lines(config, results), _control_lines(results),
+                _curve_lines(results), ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""] if plots else [],
+                _setup_and_unit_lines(results))
+    return "\n".join(line for section in sections for line in section)
+
+
+def _status_lines(results: dict) -> list[str]:
     status = "complete" if results["complete"] else \
         f"PARTIAL: {results['units_done']} of {results['units_total']} (arm, seed) units finished"
-    lines = [f"# Experiment: {config.name}", "", f"Status: **{status}**. Cells: mean ± 95 % interval over seeds "
+    lines = [f"# Experiment: {results['name']}", "", f"Status: **{status}**. Cells: mean ± 95 % interval over seeds "
              "(Student t), n = seeds. Differences are paired by seed.", ""]
     if results["collapsed"]:
         lines += [f"**Warning: collapsed messages** in {', '.join(results['collapsed'])}: every image got the same "
@@ -149,71 +162,99 @@ def render_markdown(config: ExperimentConfig, results: dict, plots: list[str]) -
     if len(results["code_versions"]) > 1:
         lines += [f"**Warning**: units were trained by different code versions ({', '.join(results['code_versions'])}); "
                   "see the Units table.", ""]
-    if config.eval.gate is not None:
-        gate = config.eval.gate
-        failed = [r["unit"] for r in results["gate"] if r["passed"] is False]
-        lines += ["## Working-tokenizer gate", "",
-                  f"A unit is compared only if its `{gate.policy}` reconstruction beats the same reconstruction "
-                  f"scored against another image by at least {gate.min_gain_db} dB. "
-                  + (f"**Failed, left out of every table and claim below: {', '.join(failed)}.**" if failed
-                     else "Every measured unit passed."), "",
-                  markdown_table(results["gate"], ["unit", "gain_db", "passed"]), ""]
-    if config.start is not None:
-        lines += ["## Start", "", f"Every arm continues from a start model: {results['setup']['start']}. "
-                  "Its held-out global-crop score (`psnr_global`, `psnr_global_gain`: its training's last "
-                  "`val.jsonl` point) is in the Units table.", ""]
-    lines += ["## Arms", "", markdown_table([{"arm": a, "training": config.arms[a].description,
-                                              "overrides": _overrides(config.arms[a].overrides)} for a in arms],
-                                            ["arm", "training", "overrides"]), ""]
-    if results["claims"]:
-        lines += ["## Claims", "", markdown_table([{
-            "claim": c["text"], "paper": c["paper"], "compared": c["compared"], "metric": c["metric"],
-            "difference": cell(c["difference"]), "verdict": c["verdict"]} for c in results["claims"]],
-            ["claim", "paper", "compared", "metric", "difference", "verdict"]), ""]
+    return lines
+
+
+def _gate_lines(config: ExperimentConfig, results: dict) -> list[str]:
+    if config.eval.gate is None:
+        return []
+    gate = config.eval.gate
+    failed = [r["unit"] for r in results["gate"] if r["passed"] is False]
+    return ["## Working-tokenizer gate", "",
+            f"A unit is compared only if its `{gate.policy}` reconstruction beats the same reconstruction "
+            f"scored against another image by at least {gate.min_gain_db} dB. "
+            + (f"**Failed, left out of every table and claim below: {', '.join(failed)}.**" if failed
+               else "Every measured unit passed."), "",
+            markdown_table(results["gate"], ["unit", "gain_db", "passed"]), ""]
+
+
+def _start_lines(config: ExperimentConfig, results: dict) -> list[str]:
+    if config.start is None:
+        return []
+    return ["## Start", "", f"Every arm continues from a start model: {results['setup']['start']}. "
+            "Its held-out global-crop score (`psnr_global`, `psnr_global_gain`: its training's last "
+            "`val.jsonl` point) is in the Units table.", ""]
+
+
+def _arm_lines(config: ExperimentConfig) -> list[str]:
+    return ["## Arms", "", markdown_table([{"arm": a, "training": arm.description, "overrides": _overrides(arm.overrides)}
+                                          for a, arm in config.arms.items()], ["arm", "training", "overrides"]), ""]
+
+
+def _claim_lines(results: dict) -> list[str]:
+    if not results["claims"]:
+        return []
+    return ["## Claims", "", markdown_table([{
+        "claim": c["text"], "paper": c["paper"], "compared": c["compared"], "metric": c["metric"],
+        "difference": cell(c["difference"]), "verdict": c["verdict"]} for c in results["claims"]],
+        ["claim", "paper", "compared", "metric", "difference", "verdict"]), ""]
+
+
+def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
+    arms = list(config.arms)
+    reference = arms[0]
     header = ["metric", *arms, *[f"{a} − {reference}" for a in arms[1:]], "chance"]
     rows = [{"metric": r["label"] + ("" if r["higher_is_better"] else " (lower is better)"),
              **{a: cell(r["arms"][a]) for a in arms},
              **{f"{a} − {reference}": cell(r["differences"][a]) for a in arms[1:]},
              "chance": cell(r["floor"]) if r["floor"] else "–"} for r in results["arm_table"]]
-    lines += ["## Results per arm", "", markdown_table(rows, header) if rows else "nothing evaluated yet", "",
-              "`[policy]`: the crop policy at test time — " + "; ".join(
-                  f"`{n}`: {_policy_text(p)}" for n, p in config.eval.policies.items()) +
-              ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
-              "(alignment) or always the most frequent label(s) (probes).", ""]
-    if results.get("probe_controls"):
-        lines += ["## Probe controls", "", "Each probe also read two kinds of control messages of the same length "
-                  "(`comit.metrics.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
-                  "shape, size and cell, in random slots) and random tokens (`random`). A model's probe score means "
-                  "something only where the probe reads the scene (`probe_reads`: at least halfway from the band's "
-                  "top to 1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
-                  "of a probe that reads nothing, `chance_low`–`chance_high`: from the lower of guessing uniformly "
-                  "and guessing the training prior up to the test's majority). Mean over the units that "
-                  "measured them.", "",
-                  markdown_table([{k: fmt(v, 3) if isinstance(v, float) else v for k, v in row.items()}
-                                  for row in results["probe_controls"]],
-                                 ["task", "test", "primary", "units", "chance_low", "chance_high", "scene", "random",
-                                  "probe_reads", "random_at_chance"]), ""]
-    if results["curves"]:
-        metrics = [m for m in _curve_metrics(results["curves"])]
-        curve_rows = [{"arm": r["arm"], "policy": r["policy"], "crops": r["num_crops"],
-                       **{m: _curve_cell(r, m) for m in metrics}} for r in results["curves"]]
-        lines += ["## Test-time crop curves", "", markdown_table(curve_rows, ["arm", "policy", "crops", *metrics]), "",
-                  "Each image is tokenized one crop at a time; at each count the message is scored as above "
-                  "(probes trained once on global-crop messages, tested on every point).", ""]
-    if plots:
-        lines += ["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""]
-    lines += ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
-              markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
-                                                "loss", *_logged_terms(results["units"]), *_start_scores(results["units"]),
-                                                "resumed_from", "code", "precision", "machine", "finished"]), "",
-              f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
-              "summed over units and sessions).", "",
-              "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",
-              results["run"]["experiment_command"], "```", "", "Each unit's training on its own:", "", "```bash",
-              *results["train_commands"], "```", "", "## Run", "",
-              key_values({k: v for k, v in results["run"].items() if k not in ("command", "experiment_command")},
-                         "this session"), ""]
-    return "\n".join(lines)
+    return ["## Results per arm", "", markdown_table(rows, header) if rows else "nothing evaluated yet", "",
+            "`[policy]`: the crop policy at test time — " + "; ".join(
+                f"`{n}`: {_policy_text(p)}" for n, p in config.eval.policies.items()) +
+            ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
+            "(alignment) or always the most frequent label(s) (probes).", ""]
+
+
+def _control_lines(results: dict) -> list[str]:
+    if not results.get("probe_controls"):
+        return []
+    return ["## Probe controls", "", "Each probe also read two kinds of control messages of the same length "
+            "(`comit.metrics.probe_controls`): the true scene written as tokens (`scene`: every object's colour, "
+            "shape, size and cell, in random slots) and random tokens (`random`). A model's probe score means "
+            "something only where the probe reads the scene (`probe_reads`: at least halfway from the band's "
+            "top to 1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
+            "of a probe that reads nothing, `chance_low`–`chance_high`: from the lower of guessing uniformly "
+            "and guessing the training prior up to the test's majority). Mean over the units that "
+            "measured them.", "",
+            markdown_table([{k: fmt(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                            for row in results["probe_controls"]],
+                           ["task", "test", "primary", "units", "chance_low", "chance_high", "scene", "random",
+                            "probe_reads", "random_at_chance"]), ""]
+
+
+def _curve_lines(results: dict) -> list[str]:
+    if not results["curves"]:
+        return []
+    metrics = list(_curve_metrics(results["curves"]))
+    curve_rows = [{"arm": r["arm"], "policy": r["policy"], "crops": r["num_crops"],
+                   **{m: _curve_cell(r, m) for m in metrics}} for r in results["curves"]]
+    return ["## Test-time crop curves", "", markdown_table(curve_rows, ["arm", "policy", "crops", *metrics]), "",
+            "Each image is tokenized one crop at a time; at each count the message is scored as above "
+            "(probes trained once on global-crop messages, tested on every point).", ""]
+
+
+def _setup_and_unit_lines(results: dict) -> list[str]:
+    return ["## Setup", "", key_values(results["setup"]), "", "## Units", "",
+            markdown_table(results["units"], ["arm", "seed", "trained", "evaluated", "train_s", "eval_s", "step",
+                                              "loss", *_logged_terms(results["units"]), *_start_scores(results["units"]),
+                                              "resumed_from", "code", "precision", "machine", "finished"]), "",
+            f"Compute spent on the finished parts: {results['compute_s'] / 60:.1f} min (training + evaluation, "
+            "summed over units and sessions).", "",
+            "## Commands", "", "The whole experiment (resumable: rerun it to continue):", "", "```bash",
+            results["run"]["experiment_command"], "```", "", "Each unit's training on its own:", "", "```bash",
+            *results["train_commands"], "```", "", "## Run", "",
+            key_values({k: v for k, v in results["run"].items() if k not in ("command", "experiment_command")},
+                       "this session"), ""]
 
 
 def _logged_terms(unit_rows: list[dict]) -> list[str]:

@@ -374,7 +374,7 @@ class EvalData:
 
 
 def eval_data(config: ExperimentConfig, image_size: int) -> EvalData:
-    from ..eval.common import load_dataset
+    from ..eval.protocol import load_dataset
     from ..eval.run_probe import probe_datasets
 
     settings = config.eval
@@ -388,7 +388,7 @@ def eval_data(config: ExperimentConfig, image_size: int) -> EvalData:
 def eval_parts(config: ExperimentConfig, unit: Unit, model, data: EvalData,
                progress: bool) -> dict[str, tuple[Callable[[], EvalResult], Callable[[Path, EvalResult], None]]]:
     """Each evaluation part of a unit: (compute the results, write their report)."""
-    from ..eval.common import EvalSettings
+    from ..eval.protocol import EvalSettings
     from ..eval.run_align import (AlignSettings, best_token_examples, evaluate_alignment, write_align_report,
                                   write_token_examples)
     from ..eval.run_crops import CurveSettings, evaluate_crop_curves, write_crops_report

@@ -9,94 +9,32 @@ t = 1, reading the message with the decoding offset -loc(c_K), with APG guidance
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, fields, replace
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub import ModelCard, PyTorchModelHubMixin
 from torch import nn
 
 from ..metrics.reconstruction import psnr_per_image
-from ..progress import progress
 from .autoencoders import Autoencoder, PixelAutoencoder, SDVAE, check_autoencoder, encode
 from .checkpoints import HubDownload, load_model, save_model
 from .config import AutoencoderConfig, ModelConfig
 from .conv_autoencoder import ConvAutoencoder
-from .crops import CropGrid, step_offsets, tokens_inside
+from .crops import CropGrid, tokens_inside
+from .decoding import message_attention, paint
 from .fit import PoorFitWarning, poor_fit_message
 from .fsq import FSQ
-from .guidance import check_guidance, guided_velocity
+from .guidance import check_guidance
+from .inputs import (check_error_signal, check_images, check_messages, check_noise, check_offsets,
+                     check_resume)
 from .model_card import DEFAULT_LICENSE, LIBRARY_NAME, MODEL_CARD_NAME, PAPER_URL, TAGS, model_card, save_card
-from .policies import ADAPTIVE, CropPlan, CropPolicy, CropStep, parse_policy
-from .solvers import evaluation_times, integrate
+from .policies import ADAPTIVE, CropPolicy, parse_policy
+from .reading import Tokens, read_steps
 from .transformer import ConditioningTable, Transformer
-
-# Where the adaptive policy measures reconstruction error (see COMiT.tokenize).
-ERROR_SIGNALS = ("pixels", "latent")
-# Resampling (bicubic, Lanczos) overshoots [-1, 1] a little; pixels left in 0..255 overshoot by far.
-IMAGE_RANGE_SLACK = 0.1
-
-
-@dataclass
-class Tokens:
-    """The result of :meth:`COMiT.tokenize`.
-
-    messages: [B, M, D] FSQ codes in [-1, 1].
-    offsets: [B, 2] decoding offsets (-location of each image's last crop).
-    ids: [B, M] int64 token ids.
-    crop_order: [K, B] int64 crop indices used, in order (index 0 is the global crop when
-        ``global_crop``); -1 where an image stopped early under an error budget.
-    num_crops: [B] int64 crops each image actually used.
-    global_crop: whether the index space includes the global crop.
-    """
-
-    messages: torch.Tensor
-    offsets: torch.Tensor
-    ids: torch.Tensor
-    crop_order: torch.Tensor
-    num_crops: torch.Tensor
-    global_crop: bool = False
-
-    def to(self, device) -> "Tokens":
-        return replace(self, **{f.name: getattr(self, f.name).to(device)
-                                for f in fields(self) if torch.is_tensor(getattr(self, f.name))})
-
-    def __len__(self) -> int:
-        return self.messages.shape[0]
-
-    @classmethod
-    def cat(cls, parts: Sequence["Tokens"]) -> "Tokens":
-        """Batches of one tokenize setting, joined (crop_order along its image axis)."""
-        if not parts:
-            raise ValueError("Tokens.cat needs at least one part")
-        if len({part.global_crop for part in parts}) > 1 or len({part.crop_order.shape[0] for part in parts}) > 1:
-            raise ValueError("Tokens.cat joins parts made with the same global_crop and number of crops")
-        joined = {f.name: torch.cat([getattr(part, f.name) for part in parts], dim=1 if f.name == "crop_order" else 0)
-                  for f in fields(cls) if f.name != "global_crop"}
-        return cls(**joined, global_crop=parts[0].global_crop)
-
-
-@dataclass
-class _Reading:
-    """What :meth:`COMiT.tokenize_steps` has read so far, per image.
-
-    previous: [B, 2] location of each image's last crop (None before any); history: the crop
-    indices of each step, -1 where an image had stopped; used: [B] crops read; seen: [B, N] crops
-    read; active: [B] images still reading (an error budget stops them).
-    """
-
-    messages: torch.Tensor
-    previous: torch.Tensor | None
-    history: list[torch.Tensor]
-    used: torch.Tensor
-    seen: torch.Tensor
-    active: torch.Tensor
 
 
 @dataclass
@@ -106,15 +44,6 @@ class MessageWrite:
 
     codes: torch.Tensor
     raw: torch.Tensor
-
-
-@dataclass
-class ReconstructionError:
-    """windows: [B, g²] mean squared error (summed over RGB) inside each local crop's window;
-    mse: [B] mean squared error per pixel and channel."""
-
-    windows: torch.Tensor
-    mse: torch.Tensor
 
 
 class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=list(TAGS), paper_url=PAPER_URL,
@@ -242,98 +171,15 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         """:meth:`tokenize` one crop at a time, with the same arguments: yields the tokens after each
         crop (the k-th equals ``tokenize`` with ``num_crops=k``) and returns the final tokens, also
         when an error budget stops before any crop. Arguments are checked at the first ``next``."""
-        self._check_error_signal(error_signal, error_budget)
-        images = self._check_images(images)
-        batch = images.shape[0]
+        check_error_signal(error_signal, error_budget)
+        images = check_images(self, images)
         if resume is not None:
-            global_crop = self._check_resume(resume, batch)
+            global_crop = check_resume(self, resume, images.shape[0])
         policy = parse_policy(order)
-        reading = self._start_reading(resume, batch, global_crop)
-        plan = self._plan(policy, reading.seen, num_crops, global_crop, generator, resumed=resume is not None)
-        track_errors = policy.reads_errors or error_budget is not None
-        if track_errors and noise is None:  # drawn after the plan: random orders take the generator first
-            noise = torch.randn(self.latent_shape(batch), generator=generator).to(self.device)
         if noise is not None:
-            noise = self._check_noise(noise, batch)
-        targets = encode(self.vae, images, generator) if track_errors and error_signal == "latent" and \
-            (plan.steps > 1 or resume is not None) else None
-        errors = self._one_step_errors(images, reading.messages, -reading.previous, noise, targets) \
-            if track_errors and resume is not None else None
-        tokens = None
-        for step in range(plan.steps):
-            if error_budget is not None and errors is not None:
-                reading.active &= errors.mse > error_budget
-                if not bool(reading.active.any()):
-                    break
-            windows = None if errors is None else errors.windows
-            indices = policy.choose(CropStep(step, plan, self.crops, global_crop, reading.seen, windows))
-            self._read(images, indices, reading, global_crop, generator)
-            tokens = self._tokens(reading, global_crop)
-            yield tokens
-            # The last crop's errors would steer nothing; a caller that stops early never pays for them.
-            errors = self._one_step_errors(images, reading.messages, -reading.previous, noise, targets) \
-                if track_errors and step + 1 < plan.steps else None
-        return tokens if tokens is not None else self._tokens(reading, global_crop)
-
-    def _start_reading(self, resume: Tokens | None, batch: int, global_crop: bool) -> "_Reading":
-        seen = self._seen_mask(resume, batch, global_crop)
-        active = torch.ones(batch, dtype=torch.bool, device=self.device)
-        if resume is None:
-            return _Reading(messages=self.empty_message(batch), previous=None, history=[],
-                            used=torch.zeros(batch, dtype=torch.long, device=self.device), seen=seen, active=active)
-        resume = resume.to(self.device)
-        return _Reading(messages=resume.messages.clone(), previous=-resume.offsets, history=list(resume.crop_order),
-                        used=resume.num_crops.clone(), seen=seen, active=active)
-
-    def _plan(self, policy: CropPolicy, seen: torch.Tensor, num_crops: int | None, global_crop: bool,
-              generator: torch.Generator | None, resumed: bool) -> CropPlan:
-        """The policy's schedule on this device; a resumed fixed order may not revisit a crop."""
-        available = int((~seen).sum(1).min()) if resumed else None
-        plan = policy.plan(self.crops, seen.shape[0], num_crops, global_crop, generator, available)
-        if plan.order is None:
-            return plan
-        plan = replace(plan, order=plan.order.to(self.device))
-        if resumed:
-            self._check_plan_unseen(plan.order, seen)
-        return plan
-
-    def _read(self, images: torch.Tensor, indices: torch.Tensor, reading: "_Reading", global_crop: bool,
-              generator: torch.Generator | None) -> None:
-        """Observe crop ``indices`` [B] with every active image and record it in ``reading``."""
-        active = reading.active
-        location = self.crops.locations(indices, global_crop)
-        offset = step_offsets(location, reading.previous)
-        reading.messages = self._observe(images, indices, reading.messages, offset, location, global_crop,
-                                         generator, active)
-        reading.previous = location if reading.previous is None else \
-            torch.where(active[:, None], location, reading.previous)
-        reading.seen[torch.arange(images.shape[0], device=self.device)[active], indices[active]] = True
-        reading.history.append(torch.where(active, indices, torch.full_like(indices, -1)))
-        reading.used = reading.used + active.long()  # a new tensor: tokens already yielded keep their count
-
-    def _tokens(self, reading: "_Reading", global_crop: bool) -> Tokens:
-        batch = reading.messages.shape[0]
-        crop_order = torch.stack(reading.history) if reading.history else torch.empty(0, batch, dtype=torch.long)
-        return Tokens(messages=reading.messages, offsets=-reading.previous,
-                      ids=self.quantizer.codes_to_indices(reading.messages), crop_order=crop_order,
-                      num_crops=reading.used, global_crop=global_crop)
-
-    def _observe(self, images: torch.Tensor, indices: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
-                 location: torch.Tensor, global_crop: bool, generator: torch.Generator | None,
-                 active: torch.Tensor) -> torch.Tensor:
-        """One message update per active image; global and local crops run as separate batches
-        (their latents differ in size)."""
-        updated = messages.clone()
-        is_global = self.crops.is_global(indices, global_crop)
-        for group in (is_global & active, ~is_global & active):
-            if not bool(group.any()):
-                continue
-            pixels = images[group] if bool(is_global[group].all()) else \
-                self.crops.cut(images[group], indices[group], global_crop)
-            latents = encode(self.vae, pixels, generator)
-            box = self.crops.box_table(global_crop).to(self.device)[indices[group]].T
-            updated[group] = self.write_message(latents, messages[group], offset[group], location[group], box)
-        return updated
+            noise = check_noise(self, noise, images.shape[0])
+        return (yield from read_steps(self, images, global_crop, policy, num_crops, noise, generator, resume,
+                                      error_budget, error_signal))
 
     def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
                       location: torch.Tensor | None = None, box: torch.Tensor | None = None) -> torch.Tensor:
@@ -367,29 +213,6 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             inside = inside | (messages == empty).all(dim=(1, 2))[:, None]
         return inside
 
-    def _one_step_errors(self, images: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
-                         noise: torch.Tensor, latents: torch.Tensor | None = None) -> "ReconstructionError":
-        """Error of a one-step reconstruction (guidance 1) from the current messages: decoded and
-        compared with the images, or compared with the images' ``latents`` when given."""
-        t = torch.zeros(noise.shape[0], device=noise.device)
-        recon = noise + self.velocity(noise, t, messages, offsets)
-        reference = images if latents is None else latents
-        if latents is None:
-            recon = self.vae.decode(recon).float()
-        error_map = (recon - reference).pow(2).sum(dim=1, keepdim=True)
-        if latents is not None:  # spread each latent cell over its pixels, so windows stay in pixels
-            error_map = F.interpolate(error_map, scale_factor=self.vae.downsample, mode="nearest")
-        return ReconstructionError(windows=self.crops.window_errors(error_map),
-                                   mse=error_map.mean(dim=(1, 2, 3)) / reference.shape[1])
-
-    def _seen_mask(self, resume: Tokens | None, batch: int, global_crop: bool) -> torch.Tensor:
-        seen = torch.zeros(batch, self.crops.num_indices(global_crop), dtype=torch.bool, device=self.device)
-        if resume is not None:
-            for column in resume.crop_order.to(self.device):
-                valid = column >= 0
-                seen[torch.arange(batch, device=self.device)[valid], column[valid]] = True
-        return seen
-
     # ------------------------------------------------------------------ detokenize
     def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
                  table: ConditioningTable | None = None) -> torch.Tensor:
@@ -415,19 +238,12 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             decode: return images in [-1, 1]; False returns latents.
         """
         check_guidance(cfg_weight, apg_momentum)
-        messages = self._check_messages(messages)
+        messages = check_messages(self, messages)
         batch = messages.shape[0]
-        offsets = self._check_offsets(offsets, batch)
-        noise = self._check_noise(noise, batch) if noise is not None else \
+        offsets = check_offsets(self, offsets, batch)
+        noise = check_noise(self, noise, batch) if noise is not None else \
             torch.randn(self.latent_shape(batch), generator=generator).to(self.device)
-        table = self.predictor.conditioning_table(evaluation_times(num_steps, solver)) \
-            if self.device.type == "cpu" else None
-        velocity = guided_velocity(partial(self.velocity, table=table), messages, self.empty_message(batch), offsets,
-                                   cfg_weight, apg_momentum)
-        bar = _progress_bar(num_steps, "detokenize") if progress else None
-        latents = integrate(velocity, noise, num_steps, solver, progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        latents = paint(self, messages, offsets, noise, num_steps, solver, cfg_weight, apg_momentum, progress)
         return self.vae.decode(latents).float() if decode else latents
 
     @torch.inference_mode()
@@ -446,29 +262,15 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
         """
         if direction not in ("token_to_patch", "patch_to_token"):
             raise ValueError(f"direction must be 'token_to_patch' or 'patch_to_token', got {direction!r}")
-        images = self._check_images(images)
+        images = check_images(self, images)
         batch = images.shape[0]
         depth = self.config.depth
         if not -depth <= layer < depth:
             raise ValueError(f"layer must lie in [{-depth}, {depth}), got {layer}")
-        layer = layer % depth
         x1 = encode(self.vae, images, generator)
-        noise = self._check_noise(noise, batch) if noise is not None else \
+        noise = check_noise(self, noise, batch) if noise is not None else \
             torch.randn(x1.shape, generator=generator).to(self.device)
-        grid = self.config.latent_size // self.config.patch_size
-        patches = slice(1, 1 + grid * grid)
-        message = slice(1 + grid * grid, 1 + grid * grid + self.config.num_msg_tokens)
-        total = torch.zeros(batch, self.config.num_msg_tokens, grid * grid, device=self.device)
-        for t in times:
-            xt = t * x1 + (1 - t) * noise
-            out = self.predictor(xt, torch.full((batch,), float(t), device=self.device), tokens.messages.to(self.device),
-                                 tokens.offsets.to(self.device), with_queries=False, attention_layers=(layer,))
-            weights = out.attentions[layer]
-            weights = weights[:, :, message, patches] if direction == "token_to_patch" else \
-                weights[:, :, patches, message].transpose(-1, -2)
-            weights = _aggregate_heads(weights, heads)
-            total += weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        return (total / len(times)).view(batch, -1, grid, grid)
+        return message_attention(self, x1, noise, tokens, layer % depth, times, heads, direction)
 
     def reconstruct(self, images: torch.Tensor, global_crop: bool = False,
                     order: str | Sequence | CropPolicy = ADAPTIVE,
@@ -487,70 +289,6 @@ class COMiT(nn.Module, PyTorchModelHubMixin, library_name=LIBRARY_NAME, tags=lis
             if message:
                 warnings.warn(message, PoorFitWarning, stacklevel=2)
         return pictures
-
-    # ------------------------------------------------------------------ input checks
-    def _check_images(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.config.image_size
-        if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3 or \
-                images.shape[2:] != (size, size):
-            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
-            raise ValueError(f"images must be a tensor [B, 3, {size}, {size}] in [-1, 1], got {shape}; "
-                             "resize first (comit.data.load_image converts files)")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be floating point in [-1, 1], got {images.dtype}")
-        _check_finite("images", images)
-        low, high = float(images.min()), float(images.max())
-        if low < -1 - IMAGE_RANGE_SLACK or high > 1 + IMAGE_RANGE_SLACK:
-            raise ValueError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]; "
-                             "map 0..255 pixels with x / 127.5 - 1 (comit.data.load_image does it)")
-        return images.to(self.device, torch.float32)
-
-    def _check_noise(self, noise: torch.Tensor, batch: int) -> torch.Tensor:
-        expected = self.latent_shape(batch)
-        if tuple(noise.shape) != expected:
-            raise ValueError(f"noise must have shape {list(expected)}, got {list(noise.shape)}")
-        _check_finite("noise", noise)
-        return noise.to(self.device, torch.float32)
-
-    def _check_messages(self, messages: torch.Tensor) -> torch.Tensor:
-        m, d = self.config.num_msg_tokens, self.config.msg_tokens_dim
-        if messages.dim() == 2 and not messages.is_floating_point():
-            if messages.shape[1] != m:
-                raise ValueError(f"token ids must be [B, {m}], got {list(messages.shape)}")
-            return self.quantizer.indices_to_codes(messages.to(self.device))
-        if messages.dim() != 3 or messages.shape[1:] != (m, d):
-            raise ValueError(f"messages must be FSQ codes [B, {m}, {d}] or token ids [B, {m}], "
-                             f"got {list(messages.shape)}")
-        _check_finite("messages", messages)
-        messages = messages.to(self.device, torch.float32)
-        self.quantizer.check_codes(messages)
-        return messages
-
-    def _check_offsets(self, offsets: torch.Tensor, batch: int) -> torch.Tensor:
-        if tuple(offsets.shape) != (batch, 2):
-            raise ValueError(f"offsets must be [{batch}, 2] (Tokens.offsets), got {list(offsets.shape)}")
-        _check_finite("offsets", offsets)
-        return offsets.to(self.device, torch.float32)
-
-    @staticmethod
-    def _check_error_signal(error_signal: str, error_budget: float | None) -> None:
-        if error_signal not in ERROR_SIGNALS:
-            raise ValueError(f"error_signal must be one of {ERROR_SIGNALS}, got {error_signal!r}")
-        if error_budget is not None and not (math.isfinite(error_budget) and error_budget >= 0):
-            raise ValueError(f"error_budget must be a finite mean squared error >= 0, got {error_budget}")
-        if error_signal == "latent" and error_budget is not None:
-            raise ValueError("error_budget is in pixel units; use it with error_signal='pixels'")
-
-    def _check_resume(self, resume: Tokens, batch: int) -> bool:
-        if len(resume) != batch:
-            raise ValueError(f"resume tokens hold {len(resume)} images but {batch} images were given")
-        return resume.global_crop
-
-    def _check_plan_unseen(self, plan: torch.Tensor, seen: torch.Tensor) -> None:
-        revisited = seen.gather(1, plan.T)
-        if bool(revisited.any()):
-            raise ValueError("the crop order revisits crops the resumed tokens have already seen; "
-                             "give only new crop indices")
 
 
 def build_autoencoder(config: AutoencoderConfig) -> Autoencoder:
@@ -573,22 +311,3 @@ def _returned(steps: Generator[Any, None, Any]) -> Any:
             next(steps)
         except StopIteration as stop:
             return stop.value
-
-
-def _check_finite(name: str, values: torch.Tensor) -> None:
-    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
-        raise ValueError(f"{name} hold NaN or Inf values; check what produced them")
-
-
-def _progress_bar(total: int, desc: str):
-    return progress(total=total, desc=desc, unit="step", leave=False)
-
-
-def _aggregate_heads(weights: torch.Tensor, heads: str | int) -> torch.Tensor:
-    if heads == "mean":
-        return weights.mean(dim=1)
-    if heads == "max":
-        return weights.amax(dim=1)
-    if isinstance(heads, int) and 0 <= heads < weights.shape[1]:
-        return weights[:, heads]
-    raise ValueError(f"heads must be 'mean', 'max' or a head index in [0, {weights.shape[1]}), got {heads!r}")

@@ -11,11 +11,11 @@ the image centre is (0, 0). The message update after crop k receives the offset
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,11 @@ def tokens_inside(top: torch.Tensor, left: torch.Tensor, size: torch.Tensor, ima
 def step_offsets(locations: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
     """Offset for the next message update: loc_k - loc_{k-1}, or zero for the first crop."""
     return torch.zeros_like(locations) if previous is None else locations - previous
+
+
+def crop_size_groups(sizes: torch.Tensor, select: torch.Tensor) -> Iterator[torch.Tensor]:
+    """[B] masks of the selected crops of each size, the largest (the global crop) first: crops of
+    one size go through the autoencoder and the transformer as one batch, since their latents
+    differ in size. ``sizes`` [B] crop sizes in pixels, ``select`` [B] bool."""
+    for size in sizes[select].unique().flip(0).tolist():
+        yield select & (sizes == size)

@@ -15,6 +15,7 @@ from .checkpoints import (CONFIG_NAME, PROVENANCE_NAME, WEIGHTS_NAME, Checkpoint
                           read_provenance, resolve_checkpoint)
 from .model_card import MODEL_CARD_NAME, model_card, save_card
 
+
 def write_model_card(directory: Path, repo_id: str | None = None, metrics: dict | None = None) -> Path:
     """Give a saved model folder a ``README.md`` card from its config and provenance (kept if one is there)."""
     directory = Path(directory)

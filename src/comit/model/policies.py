@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
+from .policy_names import ADAPTIVE, POLICY_NAMES, RANDOM, RASTER_SCAN
+
 if TYPE_CHECKING:  # policies plan over a grid; the grid knows nothing of policies
     from .crops import CropGrid
-
-RASTER_SCAN, RANDOM, ADAPTIVE = "raster_scan", "random", "adaptive"
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,6 @@ class Adaptive(CropPolicy):
 
 
 NAMED_POLICIES: dict[str, type[CropPolicy]] = {cls.name: cls for cls in (RasterScan, RandomOrder, Adaptive)}
-POLICY_NAMES = tuple(NAMED_POLICIES)
 
 
 def parse_policy(order: str | Sequence | CropPolicy) -> CropPolicy:

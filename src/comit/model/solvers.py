@@ -22,6 +22,13 @@ def check_decoding(steps: int, cfg_weight: float) -> None:
         raise ValueError(f"guidance weight must be >= 0, got {cfg_weight}")
 
 
+def path_point(x1: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """x_t = t x1 + (1 - t) noise: the straight path from noise (t = 0) to the latent x1 (t = 1)
+    whose velocity the transformer learns; ``t`` a number or [B], one per image."""
+    tt = t.view(-1, *([1] * (x1.dim() - 1))) if torch.is_tensor(t) else t
+    return tt * x1 + (1 - tt) * noise
+
+
 def time_grid(num_steps: int, device=None) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, num_steps + 1, device=device)
 

@@ -8,7 +8,7 @@ keys and wrong types are errors before any work starts). Shipped configs live in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -346,12 +346,7 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | d
     """Read a config and apply ``key=value`` overrides (``optim.lr=1e-4``, or ``lr=1e-4`` when
     the key names one field of one section). Every error is a :class:`ConfigError`."""
     path = resolve_config_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model, data, teacher, step, init, optim, loop)")
+    raw = read_mapping(path, "a mapping of sections (model, data, teacher, step, init, optim, loop)")
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
     for key, value in items:
         set_dotted(raw, qualify_key(key), value)
@@ -367,11 +362,30 @@ def validate_config(raw: dict, source: str = "config") -> TrainConfig:
         if size not in MODEL_SIZES:
             raise ConfigError(f"{source}: model.size {size!r} is not one of {', '.join(MODEL_SIZES)}")
         raw = {**raw, "model": {**MODEL_SIZES[size], **model}}
+    return validated(TrainConfig, raw, source, "config")
+
+
+def read_mapping(path: Path, holds: str) -> dict:
+    """The YAML mapping in ``path`` (a one-line ``ConfigError`` otherwise; ``holds`` says what it should hold)."""
     try:
-        return TrainConfig(**raw)
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold {holds}")
+    return raw
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(cls: type[Model], raw: dict, source: str, what: str) -> Model:
+    """``cls(**raw)``, its first validation error as one ``ConfigError`` line naming ``source`` and the key."""
+    try:
+        return cls(**raw)
     except ValidationError as error:
         where, message = first_error(error)
-        raise ConfigError(f"{source}: {where or 'config'}: {message}") from error
+        raise ConfigError(f"{source}: {where or what}: {message}") from error
 
 
 def parse_override(text: str) -> tuple[str, Any]:

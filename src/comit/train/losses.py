@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.solvers import path_point
 from ..model.transformer import MIN_REMAINING_TIME, velocity_from_data
 
 
@@ -31,11 +32,11 @@ def flow_matching_loss(velocity: torch.Tensor, x1: torch.Tensor, noise: torch.Te
     if space == "data":
         if prediction != "data":
             raise ValueError("a data-space flow loss needs a data-predicting head (model.prediction: data)")
-        xt = tt * x1 + (1 - tt) * noise
+        xt = path_point(x1, noise, t)
         remaining = (1 - tt).clamp(min=MIN_REMAINING_TIME)
         guess, target = xt + remaining * velocity.float(), x1
     elif prediction == "data":
-        guess, target = velocity, velocity_from_data(x1, tt * x1 + (1 - tt) * noise, t)
+        guess, target = velocity, velocity_from_data(x1, path_point(x1, noise, t), t)
     else:
         guess, target = velocity, x1 - noise
     squared = (guess.float() - target.float()) ** 2

@@ -120,4 +120,3 @@ def _local_boxes(grid: CropGrid, batch: int, count: int, positions: str) -> torc
     else:
         raise ValueError(f"crop positions must be 'grid' or 'random', got {positions!r}")
     return torch.stack([top, left, torch.full_like(top, grid.crop_size)], dim=2)
-

@@ -29,7 +29,8 @@ from torch import nn
 
 from ..model.autoencoders import encode, is_deterministic
 from ..model.comit import COMiT
-from ..model.crops import cut_boxes, step_offsets
+from ..model.crops import crop_size_groups, cut_boxes, step_offsets
+from ..model.solvers import path_point
 from ..model.transformer import PredictorOutput
 from .config import StepConfig
 from .losses import flow_matching_loss, negative_cosine, projector, saturation_penalty
@@ -122,8 +123,7 @@ class TrainingStep(nn.Module):
         # 4. Flow matching on the full latent.
         t = self.sample_time(batch, images.device)
         noise = torch.randn_like(x1)
-        tt = t.view(-1, 1, 1, 1)
-        xt = tt * x1 + (1 - tt) * noise
+        xt = path_point(x1, noise, t)
         out = model.predictor(xt, t, messages, -last_location, with_queries=False)
         weights = self.flow_weights(crops, conditional, x1) if cfg.unseen_weight < 1 else None
         terms = {"fm": flow_matching_loss(out.velocity, x1, noise, t, model.config.prediction, cfg.flow_loss,
@@ -204,8 +204,8 @@ class TrainingStep(nn.Module):
         location = crops.locations(column, self.model.config.image_size).to(images.device)
         updated = messages.clone()
         raw = torch.zeros_like(messages)
-        for crop_size in size[select].unique().tolist():
-            group = select & (size == crop_size)
+        for group in crop_size_groups(size, select):
+            crop_size = int(size[group][0])
             with torch.no_grad():
                 crop_latents = self.crop_latents(images, top, left, group, crop_size, latents, full)
             on_device = group.to(images.device)

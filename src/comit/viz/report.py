@@ -19,6 +19,7 @@ from PIL import Image
 
 from .trace import Trace
 
+
 @dataclass
 class Figure:
     """One PNG of an image's section: its path relative to the output folder and its caption."""

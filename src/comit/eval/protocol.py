@@ -1,4 +1,4 @@
-"""What every evaluation shares: settings, datasets, batches, and tokenizing under a crop policy.
+"""The protocol every evaluation follows: settings, datasets, batches, and tokenizing under a crop policy.
 
 Randomness is drawn per image from ``(seed, image index, stream)``: the adaptive policy's noise,
 random crop orders, decoding noise and attention noise of image ``i`` are the same whatever the
@@ -69,8 +69,6 @@ def load_dataset(data: str, image_size: int, split: str = "val", num_images: int
     else:
         dataset = build_dataset(data, image_size, split=split)
     return first_items(dataset, num_images)
-
-
 
 
 def first_items(dataset: Dataset, count: int | None) -> Dataset:

@@ -1,4 +1,5 @@
-"""``comit train`` and ``python -m comit.train``: parse [CONFIG] [key=value ...], then train."""
+"""Launching training from command-line words: ``comit train`` and ``python -m comit.train``
+parse [CONFIG] [key=value ...], then train."""
 
 from __future__ import annotations
 

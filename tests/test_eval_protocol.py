@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comit.eval.common import (EvalSettings, collate, crop_plan, crop_steps, load_dataset, parse_numbers,
+from comit.eval.protocol import (EvalSettings, collate, crop_plan, crop_steps, load_dataset, parse_numbers,
                                tokenize_batch)
 
 

@@ -172,3 +172,11 @@ def test_the_readme_lists_the_folders_in_their_order():
               for line in layout.splitlines() if line.startswith("src/comit/")]
     listed = [name for name in listed if name in FLOORS]
     assert listed == sorted(listed, key=FLOORS.index) and {"comit.io", "comit.metrics", "comit.cli"} <= set(listed)
+
+
+def test_no_function_over_sixty_lines():
+    """Short functions whose names say what they do (signature and docstring included)."""
+    long = [f"{path.relative_to(PACKAGE)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted(PACKAGE.rglob("*.py")) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert long == []

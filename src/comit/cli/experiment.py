@@ -63,7 +63,7 @@ def structure(
     from ..experiments.config import load_experiment
     from ..experiments.report import write_experiment_report
     from ..devices import resolve_device
-    from ..experiments.runner import EXPERIMENT_FILE, commit_folder, git_work_tree, run_experiment
+    from ..experiments.runner import commit_folder, git_work_tree, run_experiment
 
     started = time.perf_counter()
     torch.set_flush_denormal(True)
@@ -72,12 +72,7 @@ def structure(
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if threads is not None:
         torch.set_num_threads(threads)
-    if report_only:
-        # The folder's own settings: a shipped config may have changed since the folder's units ran.
-        stored = Path(out) / EXPERIMENT_FILE
-        if not stored.is_file():
-            raise ValueError(f"{out} holds no experiment yet (no {EXPERIMENT_FILE}); run without --report-only first")
-        config = str(stored)
+    config = _stored_experiment(out) if report_only else config
     experiment = load_experiment(config, overrides or [], _numbers(seeds, "--seeds"), _names(arms))
     command = _command(out, overrides, config, seeds, arms, device, threads, start_threads, commit, quiet)
     where = str(resolve_device(device))
@@ -99,6 +94,16 @@ def structure(
     for claim in results["claims"]:
         typer.echo(f"{claim['compared']} on {claim['metric']}: {claim['verdict']}")
     typer.echo(f"{results['units_done']}/{results['units_total']} units finished; report: {Path(out) / 'results.md'}")
+
+
+def _stored_experiment(out: Path) -> str:
+    """The folder's own settings, for rebuilding its report: a shipped config may have changed since its units ran."""
+    from ..experiments.runner import EXPERIMENT_FILE
+
+    stored = Path(out) / EXPERIMENT_FILE
+    if not stored.is_file():
+        raise ValueError(f"{out} holds no experiment yet (no {EXPERIMENT_FILE}); run without --report-only first")
+    return str(stored)
 
 
 def _command(out, overrides, config, seeds, arms, device, threads, start_threads, commit, quiet) -> list[str]:

@@ -6,7 +6,9 @@
 Rows: the val image, then for each policy OLD's and NEW's reconstruction (10 Euler steps, guidance
 1, the same noise), each captioned with its PSNR. Policies (``--policies``): ``all``, the global
 crop then all 9 local crops in raster order; ``adaptive3``, the adaptive policy with 3 local crops
-and no global crop (the quality targets' two rows).
+and no global crop (the quality targets' two rows); ``global``, the global crop alone. ``--data``
+(default the built-in shapes) takes the val images from any dataset ``comit`` reads, e.g. a folder
+with ``train/`` and ``val/``.
 
 A handful of images can point the other way than the mean: ``--paired N`` also prints, for each
 policy, both models' mean PSNR over the first N val images (the same noise for both, batches of
@@ -29,6 +31,7 @@ from comit.viz.figures import Panel, display_scale, panel_grid, upscale
 POLICIES = {
     "all": dict(global_crop=True, order="raster_scan", num_crops=None),
     "adaptive3": dict(global_crop=False, order="adaptive", num_crops=3),
+    "global": dict(global_crop=True, order="raster_scan", num_crops=1),
 }
 
 
@@ -46,6 +49,7 @@ def main() -> None:
     parser.add_argument("--labels", nargs=2, default=["before", "after"])
     parser.add_argument("-n", "--num-images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="shapes", help="where the val images come from (default: shapes)")
     parser.add_argument("--policies", nargs="+", choices=sorted(POLICIES), default=["all"])
     parser.add_argument("--paired", type=int, default=0, metavar="N",
                         help="also compare the models image by image on the first N val images")
@@ -54,7 +58,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     models = [COMiT.from_pretrained(name).eval() for name in (args.old, args.new)]
     size = models[1].config.image_size
-    data = build_dataset("shapes", size, split="val")
+    data = build_dataset(args.data, size, split="val")
     images = torch.stack([data[i]["image"] for i in range(args.num_images)])
     scale = display_scale(size, 128)
     rows = [[Panel(upscale(image, scale), ["val image", f"#{i}"]) for i, image in enumerate(images)]]

@@ -59,3 +59,18 @@ def test_before_after_tells_two_models_apart(tiny_model_dir, tmp_path):
                             re.search(r"old (\S+) dB, new (\S+) dB, new - old (\S+) \+-", line).groups())
     assert abs((new - old) - difference) <= 0.011  # the printed difference is the mean of the pairs
     assert difference != 0.0
+
+
+def test_photo_crops_are_a_folder_comit_reads_and_the_same_every_time(tmp_path):
+    from comit.data import build_dataset
+
+    for out in (tmp_path / "a", tmp_path / "b"):
+        run(sys.executable, str(SCRIPTS / "photo_crops.py"), str(out), "--train", "13", "--val", "4", "--size", "16")
+    train, val = sorted((tmp_path / "a" / "train").glob("*.png")), sorted((tmp_path / "a" / "val").glob("*.png"))
+    assert len(train) == 13 and len(val) == 4 and Image.open(val[0]).size == (16, 16)
+    assert not {p.stem.split("-", 1)[1] for p in train} & {p.stem.split("-", 1)[1] for p in val}  # held-out photographs
+    assert [p.read_bytes() for p in val] == [p.read_bytes() for p in sorted((tmp_path / "b" / "val").glob("*.png"))]
+    assert len(build_dataset(str(tmp_path / "a"), 16, split="val")) == 4
+    refused = subprocess.run([sys.executable, str(SCRIPTS / "photo_crops.py"), str(tmp_path / "a")],
+                             capture_output=True, text=True, env=ENV)
+    assert refused.returncode != 0 and "already holds" in refused.stderr

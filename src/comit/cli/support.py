@@ -110,8 +110,8 @@ def resolved_num_crops(order, num_crops: int | None) -> int:
 
 def parse_order(order: str):
     """'adaptive' stays a name; '4,1,7' becomes a list of crop indices. An unknown name fails here,
-    before any model loads (``parse_policy`` says what the choices are)."""
-    from ..model.policies import parse_policy  # imports torch: only once a command runs
+    before any model loads."""
+    from ..model.policy_names import check_policy_name
 
     order = order.strip()
     if "," in order or order.isdigit():
@@ -119,5 +119,4 @@ def parse_order(order: str):
             return [int(part) for part in order.split(",") if part.strip()]
         except ValueError:
             raise ValueError(f"--order {order!r}: a list must be comma-separated integers, e.g. 4,1,7") from None
-    parse_policy(order)
-    return order
+    return check_policy_name(order)

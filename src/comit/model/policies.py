@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from .policy_names import ADAPTIVE, POLICY_NAMES, RANDOM, RASTER_SCAN
+from .policy_names import ADAPTIVE, RANDOM, RASTER_SCAN, check_policy_name
 
 if TYPE_CHECKING:  # policies plan over a grid; the grid knows nothing of policies
     from .crops import CropGrid
@@ -185,10 +185,7 @@ def parse_policy(order: str | Sequence | CropPolicy) -> CropPolicy:
     if isinstance(order, CropPolicy):
         return order
     if isinstance(order, str):
-        if order not in NAMED_POLICIES:
-            raise ValueError(f"unknown crop order {order!r}: use one of {POLICY_NAMES}, a list of crop "
-                             "indices, or one list per image")
-        return NAMED_POLICIES[order]()
+        return NAMED_POLICIES[check_policy_name(order)]()
     return ExplicitOrder(order)
 
 

@@ -7,7 +7,8 @@
 # shapes model's.
 #   scripts/train_photos.sh [OUT] [key=value ...]     (default runs/photos; overrides go to comit train)
 # OUT/data: the image folder (train/, val/); OUT/run: the training run (resumed if it was stopped);
-# OUT/before-after.png and OUT/paired.txt: the held-out comparison.
+# OUT/before-after.png and OUT/paired.txt: the held-out comparison; OUT/ceiling.txt: the bundled
+# autoencoder alone on the held-out crops (no reconstruction in its latents can do better).
 set -euo pipefail
 OUT=${1:-runs/photos}
 shift || true
@@ -28,5 +29,6 @@ elif [ -d "$RUN/checkpoints" ]; then
 else
     "$COMIT" train "${ARGS[@]}"
 fi
+"$PYTHON" "$(dirname "$0")/autoencoder_ceiling.py" "$RUN/model" --data "$OUT/data" | tee "$OUT/ceiling.txt"
 "$PYTHON" "$(dirname "$0")/before_after.py" bundled "$RUN/model" --data "$OUT/data" --policies global all \
     --labels "bundled (shapes)" "photos" -o "$OUT/before-after.png" --paired 200 | tee "$OUT/paired.txt"

@@ -74,3 +74,8 @@ def test_photo_crops_are_a_folder_comit_reads_and_the_same_every_time(tmp_path):
     refused = subprocess.run([sys.executable, str(SCRIPTS / "photo_crops.py"), str(tmp_path / "a")],
                              capture_output=True, text=True, env=ENV)
     assert refused.returncode != 0 and "already holds" in refused.stderr
+
+
+def test_autoencoder_ceiling_prints_one_psnr(tiny_model_dir):
+    said = run(sys.executable, str(SCRIPTS / "autoencoder_ceiling.py"), str(tiny_model_dir), "-n", "4")
+    assert re.fullmatch(r"pixel autoencoder alone on 4 val images of shapes: PSNR inf dB\n", said)  # pixels: exact

@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from comit.metrics.reconstruction import PSNR, SSIM, CodebookUsage
+from comit.metrics.reconstruction import PSNR, SSIM, CodebookUsage, PSNRGain, mean_psnr, psnr_per_image
 
 
 def _pair(seed: int, batch: int = 3, size: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,3 +152,31 @@ def test_psnr_against_another_image_tells_whether_the_message_is_read():
     blind = scores(images.mean(dim=0, keepdim=True).expand_as(images))
     assert abs(blind["psnr_gain_over_other"]) < 0.5
     assert blind["psnr_gain_over_other"] == pytest.approx(blind["psnr"] - blind["psnr_other_image"])
+
+
+# ---------------------------------------------------------------------- the gain over another image
+def test_the_gain_sees_a_message_that_is_read_and_not_one_that_is_ignored():
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    read = PSNRGain()  # positive control: each reconstruction is its own image, a little off
+    read.update(images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(1)), images)
+    ignored = PSNRGain()  # negative control: one picture for every message, the batch's mean image
+    ignored.update(images.mean(0, keepdim=True).expand_as(images).clone(), images)
+    assert read.compute().gain > 10
+    assert ignored.compute().gain == pytest.approx(0.0, abs=1e-9)  # the same targets, permuted
+
+
+def test_the_gain_needs_two_images_and_resets():
+    gain = PSNRGain()
+    gain.update(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8) + 0.1)
+    result = gain.compute()
+    assert result.psnr_other is None and result.gain is None and result.psnr == pytest.approx(26.02, abs=0.01)
+    gain.reset()
+    with pytest.raises(RuntimeError, match="before any update"):
+        gain.compute()
+
+
+def test_psnr_per_image_caps_an_exact_match_only_when_asked():
+    images = torch.zeros(2, 3, 8, 8)
+    assert torch.isinf(psnr_per_image(images, images)).all()
+    assert psnr_per_image(images, images, max_db=100.0).tolist() == [100.0, 100.0]
+    assert mean_psnr(images + 0.2, images) == pytest.approx(20.0, abs=1e-4)

@@ -1,4 +1,4 @@
-"""Reconstruction metrics: PSNR, SSIM and codebook usage.
+"""Reconstruction metrics: PSNR, its gain over another image's message, SSIM and codebook usage.
 
 Every metric follows the same small protocol: ``update(...)`` with one batch, ``compute()`` for
 the dataset-level value, ``reset()`` to start again. Images are batches ``[B, C, H, W]`` in the
@@ -20,7 +20,7 @@ from torchmetrics.functional.image import (
 from .spec import NUM_IMAGES, MetricSpec
 
 
-# Every number an evaluation of reconstructions (``comit.eval.run_recon.ReconMetrics``) reports, in the order it reports them.
+# Every number an evaluation of reconstructions reports (``comit.eval.run_recon.ReconMetrics``), in its order.
 RECON_METRICS = (
     MetricSpec("psnr", "PSNR (dB)", headline=True, compared=True, table_label="PSNR dB"),
     MetricSpec("psnr_other_image", "PSNR against another image (dB)", higher_is_better=None),
@@ -139,6 +139,10 @@ class PSNRGain:
 
     def __init__(self) -> None:
         self.own, self.other = PSNR(), PSNR()
+
+    def reset(self) -> None:
+        self.own.reset()
+        self.other.reset()
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         self.own.update(preds, target)

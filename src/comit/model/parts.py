@@ -11,7 +11,7 @@ from .autoencoders import Autoencoder
 from .config import ModelConfig
 from .crops import CropGrid
 from .fsq import FSQ
-from .transformer import Transformer
+from .transformer import ConditioningTable, Transformer
 
 
 class ModelParts(Protocol):
@@ -33,5 +33,5 @@ class ModelParts(Protocol):
     def write_message(self, latents: torch.Tensor, messages: torch.Tensor, offset: torch.Tensor,
                       location: torch.Tensor | None = None, box: torch.Tensor | None = None) -> torch.Tensor: ...
 
-    def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor,
-                 offsets: torch.Tensor) -> torch.Tensor: ...
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, messages: torch.Tensor, offsets: torch.Tensor,
+                 table: ConditioningTable | None = None) -> torch.Tensor: ...

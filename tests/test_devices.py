@@ -62,11 +62,12 @@ def test_auto_precision_follows_the_device(monkeypatch):
 
 
 def test_the_trainer_resolves_auto_precision(monkeypatch, tmp_path):
+    import comit.devices as devices
     import comit.train.loop as loop
     from comit.train.config import load_config
 
     for units, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(loop, "auto_precision", lambda device, units=units: "bf16" if units else "fp32")
+        monkeypatch.setattr(devices, "cpu_has_bf16_units", lambda flags=None, units=units: units)
         trainer = loop.Trainer(load_config("tiny", {"loop.precision": "auto"}), tmp_path / expected, progress=False)
         assert trainer.precision() == expected and trainer.autocast is (expected == "bf16")
     pinned = loop.Trainer(load_config("tiny", {"loop.precision": "fp32"}), tmp_path / "pinned", progress=False)

@@ -76,6 +76,11 @@ def auto_precision(device: torch.device | str) -> str:
     return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_units()) else "fp32"
 
 
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision a run computes in: ``auto`` resolved for ``device``, anything else as given."""
+    return auto_precision(device) if precision == "auto" else precision
+
+
 def describe_device(device: torch.device | str) -> str:
     """'NVIDIA H200' for a GPU, 'AMD EPYC (2 cores)' for the CPU: what results are recorded with."""
     device = torch.device(device)

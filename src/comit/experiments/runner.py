@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from ..devices import auto_precision, describe_device, resolve_device, torch_threads
+from ..devices import describe_device, resolve_device, resolve_precision, torch_threads
 from ..io import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
@@ -215,16 +215,11 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
               "wall_time_s": round(time.perf_counter() - started, 1),
               "resumed_from": resume_from.name if resume_from is not None else None,
               "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
-              "precision": trained_precision(resolved.loop.precision, resolved.loop.device),
+              "precision": resolve_precision(resolved.loop.precision, resolve_device(resolved.loop.device)),
               "command": train_command(config, unit, out), "code": code_at_start(),
               **where_and_when(resolved.loop.device), "final": _final_losses(run_dir)}
     atomic_write_json(record_path, record)
     return record
-
-
-def trained_precision(precision: str, device: str) -> str:
-    """The precision a unit trained in: ``auto`` resolves by machine, so the record names what it was."""
-    return auto_precision(resolve_device(device)) if precision == "auto" else precision
 
 
 def where_and_when(device: str) -> dict:

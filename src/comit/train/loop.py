@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import build_dataset, save_image
-from ..devices import auto_precision, describe_device, resolve_device
+from ..devices import describe_device, resolve_device, resolve_precision
 from ..progress import progress
 from ..model.autoencoders import SDVAE, Autoencoder
 from ..io import atomic_write
@@ -227,8 +227,7 @@ class Trainer:
         return state
 
     def precision(self) -> str:
-        wanted = self.config.loop.precision
-        return auto_precision(self.process.device) if wanted == "auto" else wanted
+        return resolve_precision(self.config.loop.precision, self.process.device)
 
     # -------------------------------------------------------------- the loop
     def run(self) -> Path:

@@ -160,6 +160,11 @@ def test_resume_is_exact(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert [r["loss"] for r in metrics(straight)] == [r["loss"] for r in metrics(split)]
+    # The resumed process counts on from the time its checkpoint carried, so a run's cost survives resumes.
+    seconds = [r["train_s"] for r in metrics(split)]
+    assert seconds == sorted(seconds) and seconds[3] > seconds[2] > 0, seconds
+    provenance = json.loads((split / "model" / "provenance.json").read_text())
+    assert provenance["wall_time_minutes"] == pytest.approx(seconds[-1] / 60, abs=0.01)
 
 
 def test_conveyor_resume_is_exact_and_refuses_another_world_size(tmp_path):

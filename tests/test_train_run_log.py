@@ -8,6 +8,7 @@ import pytest
 
 from comit.train.config import ConfigError, load_config
 from comit.train.loop import train
+from comit.train.run_log import logged_train_seconds
 
 RUN = ["max_steps=4", "batch_size=2", "log_every=1", "sample_every=2", "sample_images=2", "eval_every=2",
        "eval_images=2", "checkpoint_every=2"]
@@ -90,3 +91,13 @@ def test_a_board_that_is_not_installed_is_one_clear_error(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'comit\[wandb\]'"):
         train(load_config("tiny", RUN + ["loop.wandb_project=p"]), tmp_path, progress=False)
+
+
+def test_training_time_is_read_from_the_log_and_summed_for_logs_without_it(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    assert logged_train_seconds(log, 32) is None
+    # Written before logs carried train_s: 20 steps of 32 images at 8 img/s, then 40 at 16 img/s.
+    log.write_text('{"step": 20, "images_per_s": 8.0}\n{"step": 60, "images_per_s": 16.0}\n')
+    assert logged_train_seconds(log, 32) == pytest.approx(20 * 32 / 8 + 40 * 32 / 16)
+    log.write_text('{"step": 20, "images_per_s": 8.0, "train_s": 81.5}\n{"step": 40, "images_per_s": 8.0, "train_s": 170.0}\n')
+    assert logged_train_seconds(log, 32) == 170.0

@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
-from ..train.run_log import VAL_FILE, last_line
+from ..train.run_log import METRICS_FILE, VAL_FILE, last_line, logged_train_seconds
 from ..train.step import LOSS_TERMS
 from .aggregate import (arm_table, check_claims, collapsed_units, control_table, curve_table, failed_gate,
                         gate_gains, load_parts, load_training)
@@ -44,7 +44,7 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
         record = training.get(unit, {})
         eval_seconds = sum((p.run or {}).get("wall_time_s", 0.0) for p in measured.get(unit, {}).values())
         unit_rows.append({"arm": unit.arm, "seed": unit.seed, "trained": unit in training,
-                          "evaluated": unit in done, "train_s": record.get("wall_time_s"),
+                          "evaluated": unit in done, "train_s": _train_seconds(unit, record, out),
                           "eval_s": round(eval_seconds, 1) if unit in measured else None,
                           "resumed_from": record.get("resumed_from"), "code": record.get("code"),
                           "precision": record.get("precision") or (_pinned_precision(config, unit, out) if record else None),
@@ -62,6 +62,15 @@ def build_results(config: ExperimentConfig, out: Path, command: list[str], devic
             "collapsed": [f"{u.arm}/seed-{u.seed}" for u in collapsed_units(parts)],
             "gate": _gate_rows(config, measured, failed),
             "run": {**provenance(device, session_seconds, command), "experiment_command": shlex.join(command)}}
+
+
+def _train_seconds(unit, record: dict, out: Path) -> float | None:
+    """A trained unit's training time from its committed log (every resume counted), else its record's:
+    records written before logs carried ``train_s`` counted only the process that finished the unit."""
+    if not record:
+        return None
+    logged = logged_train_seconds(unit.run_dir(out) / METRICS_FILE, record.get("batch_size", 0))
+    return logged if logged else record.get("wall_time_s")
 
 
 def _pinned_precision(config: ExperimentConfig, unit, out: Path) -> str | None:
@@ -84,7 +93,7 @@ def _start_row(unit, record: dict | None, out: Path) -> dict:
     record = record or {}
     held_out = last_line(unit.run_dir(out) / VAL_FILE)
     return {"arm": unit.arm, "seed": unit.seed, "trained": bool(record), "evaluated": None,
-            "train_s": record.get("wall_time_s"), "eval_s": None, "resumed_from": record.get("resumed_from"),
+            "train_s": _train_seconds(unit, record, out), "eval_s": None, "resumed_from": record.get("resumed_from"),
             "code": record.get("code"), **record.get("final", {}),
             **{key: held_out[key] for key in _START_SCORES if key in held_out}}
 

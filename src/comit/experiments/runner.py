@@ -34,7 +34,7 @@ from ..devices import describe_device, resolve_device, resolve_precision, torch_
 from ..io import atomic_write, atomic_write_json
 from ..train.checkpoint import ResumeError, latest_checkpoint
 from ..train.config import TrainConfig, dump_config
-from ..train.run_log import METRICS_FILE, last_line
+from ..train.run_log import METRICS_FILE, last_line, logged_train_seconds
 from ..train.step import LOSS_TERMS
 from .config import START, ExperimentConfig
 
@@ -212,7 +212,8 @@ def train_unit(config: ExperimentConfig, unit: Unit, out: Path, progress: bool =
     started = time.perf_counter()
     model_dir = train(resolved, run_dir, resume=resume_from is not None, progress=progress)
     record = {"arm": unit.arm, "seed": unit.seed, "model": str(model_dir.relative_to(run_dir)),
-              "wall_time_s": round(time.perf_counter() - started, 1),
+              "wall_time_s": logged_train_seconds(run_dir / METRICS_FILE, resolved.optim.batch_size)
+                             or round(time.perf_counter() - started, 1),
               "resumed_from": resume_from.name if resume_from is not None else None,
               "steps": resolved.loop.max_steps, "batch_size": resolved.optim.batch_size,
               "precision": resolve_precision(resolved.loop.precision, resolve_device(resolved.loop.device)),

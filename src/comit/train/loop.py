@@ -179,6 +179,8 @@ class Trainer:
             # model's own buffers are constants.
             self.forward = nn.parallel.DistributedDataParallel(self.step_module, device_ids=device_ids,
                                                                broadcast_buffers=False)
+        self.seconds_before = 0.0  # training time spent by the processes that wrote the checkpoint resumed from
+        self.loop_started = time.perf_counter()
         self.start_step = self.restore() if resume else 0
         self.autocast = self.precision() == "bf16"
         self.val_images: torch.Tensor | None = None
@@ -192,7 +194,12 @@ class Trainer:
         self.step_module.load_state_dict(self.own_belt(state.model, found))
         self.ema.load_state_dict(state.ema)
         self.optimizer.load_state_dict(state.optimizer)
+        self.seconds_before = float(state.extra.get("train_seconds", 0.0))
         return state.step
+
+    def train_seconds(self) -> float:
+        """Wall time spent in the loop since step 0, summed over every resume: what the run cost."""
+        return self.seconds_before + time.perf_counter() - self.loop_started
 
     def checkpoint(self, step: int) -> None:
         weights = self.every_belt(self.step_module.state_dict())  # every process takes part
@@ -201,6 +208,7 @@ class Trainer:
         save_checkpoint(self.out / "checkpoints", step, weights, self.ema.state_dict(),
                         self.optimizer.state_dict(),
                         {"data_position": step * self.config.optim.batch_size,
+                         "train_seconds": round(self.train_seconds(), 1),
                          "config": self.config.model_dump(mode="json")},
                         keep_last=self.config.loop.keep_last)
 
@@ -255,7 +263,8 @@ class Trainer:
         loader = iter(step_loader(dataset, batches, cfg.data.num_workers, self.process.device.type == "cuda"))
         logger = RunLog(self.out, self.start_step, cfg) if self.process.is_main else None
         bar = self.progress_bar()
-        window_start, window_images = time.perf_counter(), 0
+        self.loop_started = window_start = time.perf_counter()
+        window_images = 0
         for step in range(self.start_step, cfg.loop.max_steps):
             terms, grad_norm = self.train_step(step, loader)
             window_images += cfg.optim.batch_size
@@ -263,7 +272,8 @@ class Trainer:
                 terms = self.average_over_processes(terms)
                 speed = window_images / max(time.perf_counter() - window_start, 1e-9)
                 record = {"step": step + 1, **terms, "lr": self.lr(step),
-                          "grad_norm": grad_norm, "images_per_s": round(speed, 2)}
+                          "grad_norm": grad_norm, "images_per_s": round(speed, 2),
+                          "train_s": round(self.train_seconds(), 1)}
                 if logger:
                     logger.write(record)
                 if bar:
@@ -422,6 +432,7 @@ class Trainer:
         cfg = self.config
         return {"command": f"comit train {self.out / 'config.yaml'}", "steps": cfg.loop.max_steps,
                 "images_seen": cfg.loop.max_steps * cfg.optim.batch_size, "data": cfg.data.dataset,
+                "wall_time_minutes": round(self.train_seconds() / 60, 2),
                 "machine": f"{self.process.world_size} x {describe_device(self.process.device)}, torch {torch.__version__}",
                 "date": time.strftime("%Y-%m-%d", time.gmtime()), "weights": "EMA"}
 

@@ -34,6 +34,23 @@ def last_line(path: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
+def logged_train_seconds(path: Path, batch_size: int) -> float | None:
+    """How long a run trained, from its ``metrics.jsonl``: wall seconds in the loop since step 0,
+    summed over every process that resumed it (None without a log).
+
+    The last line's ``train_s`` where the log has it; a log written before ``train_s`` existed is
+    summed window by window (steps x ``batch_size`` / images per second), which counts each resume's
+    first window as if it had started at the line before it (an over-count of under one window)."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not lines:
+        return None
+    if "train_s" in lines[-1]:
+        return float(lines[-1]["train_s"])
+    steps = [0] + [line["step"] for line in lines]
+    return round(sum((step - before) * batch_size / line["images_per_s"]
+                     for before, step, line in zip(steps, steps[1:], lines) if line.get("images_per_s")), 1)
+
+
 class RunLog:
     def __init__(self, out: Path, start_step: int, config: TrainConfig):
         self.path = out / METRICS_FILE

@@ -232,6 +232,16 @@ def test_alignment_rewards_maps_that_cover_the_objects(tiny_model, monkeypatch):
     assert perfect["miou_object"] > model_scores["miou_object"]
     assert perfect["random_miou_object"] == model_scores["random_miou_object"]  # same seeded floor
     assert model_scores["num_objects"] == perfect["num_objects"] == sum(int(dataset[i]["valid"].sum()) for i in range(6))
+    # The ceiling (the masks themselves as maps) bounds every map, and cut at each mask's area it is exactly 1;
+    # the pooled oracle's blurred maps come close to it there, random maps stay far below.
+    for scores in (model_scores, perfect):
+        for kind in ("image", "object"):
+            for cut in ("", "_matched"):
+                ceiling = scores[f"oracle_miou_{kind}{cut}"] + 1e-9
+                assert scores[f"miou_{kind}{cut}"] <= ceiling and scores[f"random_miou_{kind}{cut}"] <= ceiling
+            assert scores[f"oracle_miou_{kind}_matched"] == pytest.approx(1.0)
+    assert perfect["miou_object_matched"] > 0.6 > perfect["random_miou_object_matched"]
+    assert perfect["oracle_miou_object"] < 1.0  # objects smaller than 5 % of the image cap the top-Q protocol
 
 
 def test_the_whole_suite(tmp_path, tiny_model_dir):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comit.metrics.alignment import AlignmentIoU, best_token_iou, mask_iou, topq_binarize
+from comit.metrics.alignment import AlignmentIoU, best_at_mask_area, best_token_iou, mask_iou, topq_binarize
+from comit.metrics.alignment import _pixel_ranks
 
 
 def _rect(top: int, left: int, bottom: int, right: int, size: int = 10) -> torch.Tensor:
@@ -85,3 +86,18 @@ def test_images_without_valid_objects_are_skipped():
                   torch.tensor([[True]]))  # valid but empty: not scored
     with pytest.raises(RuntimeError, match="no image"):
         metric.compute()
+
+
+def test_maps_cut_at_the_mask_area_score_a_perfect_map_one_on_any_object_size():
+    small, large = _rect(0, 0, 2, 2), _rect(4, 0, 10, 10)  # 4 and 60 of 100 pixels
+    maps = torch.stack([small.float(), large.float(), _rect(1, 1, 3, 3).float()])
+    best = best_at_mask_area(_pixel_ranks(maps), torch.stack([small, large]))
+    assert best.tolist() == pytest.approx([1.0, 1.0])
+    # Alone, the shifted map keeps 4 pixels, 1 of them on the small object: IoU 1 / 7.
+    assert best_at_mask_area(_pixel_ranks(maps[2:]), small[None]).tolist() == pytest.approx([1 / 7])
+    # The top-Q protocol cannot give the small object's own mask more than its area over Q.
+    metric = AlignmentIoU(qs=(10, 20))
+    metric.update(maps[None, :1], small[None, None], torch.tensor([[True]]))
+    result = metric.compute()
+    assert result["miou_object"] == pytest.approx((4 / 10 + 4 / 20) / 2)
+    assert result["miou_object_matched"] == pytest.approx(1.0) and result["miou_image_matched"] == pytest.approx(1.0)

@@ -195,8 +195,9 @@ def align(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
 
 
 def _align_summary(m: dict) -> str:
-    return (f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}), per object "
-            f"{m['miou_object']:.4f} (random {m['random_miou_object']:.4f}) over {m['num_images']} images")
+    return (f"mIoU per image {m['miou_image']:.4f} (random {m['random_miou_image']:.4f}, masks "
+            f"{m['oracle_miou_image']:.4f}), per object {m['miou_object']:.4f} (random {m['random_miou_object']:.4f}, "
+            f"masks {m['oracle_miou_object']:.4f}) over {m['num_images']} images")
 
 
 @eval_app.command()

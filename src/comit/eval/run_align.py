@@ -4,7 +4,9 @@ For each image: tokenize under the crop policy, take every token's attention ove
 patches while the decoder reads the message (``COMiT.attention_maps``: one layer, averaged over
 a few flow times, heads aggregated), upsample the maps to the mask size, keep each map's top Q %
 of pixels and score the best token's IoU with the ground truth (``AlignmentIoU``), averaged over
-the Q list. The same score for random maps is reported as the floor to beat.
+the Q list. The same score for random maps is reported as the floor to beat, and for the object
+masks themselves as maps as the ceiling (on small objects far below 1: see ``comit.metrics.alignment``),
+with the scores of maps cut at each mask's own area beside them.
 """
 
 from __future__ import annotations
@@ -58,25 +60,27 @@ def evaluate_alignment(model: COMiT, dataset: Dataset, settings: EvalSettings | 
     Items need ``image``, ``masks`` (bool ``[K, S, S]``) and ``valid`` (``[K]``): the shapes data
     and ``MaskFolderDataset`` provide them. The metrics hold ``miou_image`` (all objects of an
     image as one mask: the paper's protocol on salient-object data), ``miou_object`` (each object on its own: fair on multi-object images) and the
-    random-map floor of both.
+    random-map floor (``random_*``) and object-mask ceiling (``oracle_*``) of each, all four also with
+    maps cut at each mask's own area (``*_matched``).
     """
     settings, align = settings or EvalSettings(), align or AlignSettings()
     settings.check(model)
-    metric, floor = AlignmentIoU(align.qs), AlignmentIoU(align.qs)
+    scored = {who: AlignmentIoU(align.qs) for who in ("", "random_", "oracle_")}
     for batch in batches(dataset, settings.batch_size, "align", settings.progress):
         if "masks" not in batch:
             raise ValueError("alignment needs object masks: use the shapes data or a folder with --masks DIR")
         maps = attention_batch(model, batch, settings, align)
-        metric.update(maps, batch["masks"], batch["valid"])
-        floor.update(random_maps(maps, batch["position"], settings.seed), batch["masks"], batch["valid"])
-    scores, floor_scores = metric.compute(), floor.compute()
-    per_q = [{"q": q, "miou_image": scores[f"miou_image_q{q:g}"], "miou_object": scores[f"miou_object_q{q:g}"],
-              "random_miou_image": floor_scores[f"miou_image_q{q:g}"],
-              "random_miou_object": floor_scores[f"miou_object_q{q:g}"]} for q in align.qs]
-    metrics = {"miou_image": scores["miou_image"], "miou_object": scores["miou_object"],
-               "random_miou_image": floor_scores["miou_image"], "random_miou_object": floor_scores["miou_object"],
-               "num_images": scores["num_images"], "num_objects": scores["num_objects"]}
-    skipped = len(dataset) - scores["num_images"]
+        controls = {"": maps, "random_": random_maps(maps, batch["position"], settings.seed),
+                    "oracle_": mask_maps(batch["masks"], batch["valid"])}
+        for who, metric in scored.items():
+            metric.update(controls[who], batch["masks"], batch["valid"])
+    scores = {who: metric.compute() for who, metric in scored.items()}
+    per_q = [{"q": q, **{f"{who}miou_{kind}": scores[who][f"miou_{kind}_q{q:g}"] for who in scored
+                         for kind in ("image", "object")}} for q in align.qs]
+    metrics = {f"{who}miou_{kind}{cut}": scores[who][f"miou_{kind}{cut}"]
+               for cut in ("", "_matched") for who in scored for kind in ("image", "object")}
+    metrics.update(num_images=scores[""]["num_images"], num_objects=scores[""]["num_objects"])
+    skipped = len(dataset) - metrics["num_images"]
     notes = [f"{skipped} images without a non-empty mask were skipped"] if skipped else []
     return AlignResult(metrics=metrics, per_q=per_q, notes=notes, settings={**settings.describe(), **align.describe()})
 
@@ -97,26 +101,37 @@ def random_maps(maps: torch.Tensor, positions: torch.Tensor, seed: int) -> torch
                         for p in positions])
 
 
+def mask_maps(masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The object masks as maps ``[B, 1 + O, H, W]`` (their union first, empty slots all zero): the
+    best any token could do, since a map equal to a mask keeps every mask pixel before any other."""
+    masks = masks.bool() & valid.bool()[..., None, None]
+    return torch.cat([masks.any(1, keepdim=True), masks], dim=1).float()
+
+
 def write_align_report(out: Path, results: AlignResult) -> None:
     """results.json, results.md and miou_vs_q.png (model and random floor against Q)."""
     from ..plots import plot_curves
     from .report import markdown_report, markdown_table, write_results
 
     long = [{"q": r["q"], "score": f"{who}{kind}", "miou": r[f"{prefix}miou_{kind}"]}
-            for r in results.per_q for who, prefix in (("", ""), ("random ", "random_"))
+            for r in results.per_q for who, prefix in (("", ""), ("random ", "random_"), ("masks ", "oracle_"))
             for kind in ("image", "object")]
     plot_curves(long, x="q", y="miou", hue="score", path=out / "miou_vs_q.png", xlabel="Q (% of pixels kept)",
                 ylabel="mean best-token IoU", title="Token–object alignment")
     metrics = results.metrics
     headline = markdown_table([
-        {"score": "per image (all objects as one mask)", "model": metrics["miou_image"],
-         "random maps": metrics["random_miou_image"]},
-        {"score": "per object (best token for each object)", "model": metrics["miou_object"],
-         "random maps": metrics["random_miou_object"]}], ["score", "model", "random maps"])
+        {"score": f"{label}{cut_label}", "model": metrics[f"miou_{kind}{cut}"],
+         "random maps": metrics[f"random_miou_{kind}{cut}"], "masks as maps (ceiling)": metrics[f"oracle_miou_{kind}{cut}"]}
+        for cut, cut_label in (("", ", top Q %"), ("_matched", ", maps cut at the mask's area"))
+        for kind, label in (("image", "per image (all objects as one mask)"),
+                            ("object", "per object (best token for each object)"))],
+        ["score", "model", "random maps", "masks as maps (ceiling)"])
     counts = f"{metrics['num_images']} images, {metrics['num_objects']} objects; mean over Q = " \
-             f"{', '.join(f'{q:g}' for q in results.settings['qs'])} %."
+             f"{', '.join(f'{q:g}' for q in results.settings['qs'])} %. The masks as maps are the best any " \
+             "token can score: under 1 at top Q % where objects cover less than Q % of the image, 1 when " \
+             "each map is cut at the mask's own area."
     per_q = markdown_table(results.per_q, ["q", "miou_image", "miou_object", "random_miou_image",
-                                              "random_miou_object"])
+                                              "random_miou_object", "oracle_miou_image", "oracle_miou_object"])
     sections = [("Mean IoU", headline + "\n\n" + counts), ("Per Q", per_q + "\n\n![mIoU against Q](miou_vs_q.png)")]
     data = results.to_json()
     write_results(out, data, markdown_report("Token–object alignment", data, sections))

@@ -127,6 +127,14 @@ def floor_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
     return part.metrics.get(floor)
 
 
+def ceiling_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
+    """What a representation that certainly holds the answer scores (the metric's declared
+    ceiling): the object masks as maps for alignment; None where the metric declares none or the
+    part was measured before it was recorded."""
+    part, ceiling = parts.get(metric.part), metric.spec.ceiling
+    return None if part is None or ceiling is None else part.metrics.get(ceiling)
+
+
 # ---------------------------------------------------------------------- tables
 def per_seed(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]], metric: Metric) -> dict[str, dict[int, float]]:
     """``{arm: {seed: value}}`` of one metric over the finished units."""
@@ -148,10 +156,12 @@ def arm_table(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]
         if not any(values.values()):
             continue
         floors = [floor_value(p, metric) for p in parts.values()]
+        ceilings = [ceiling_value(p, metric) for p in parts.values()]
         rows.append({"metric": metric.name, "label": metric.label, "higher_is_better": metric.higher_is_better,
                      "values": values,
                      "arms": {arm: _as_dict(mean_ci(list(v.values()))) for arm, v in values.items()},
                      "floor": _as_dict(mean_ci([f for f in floors if f is not None])),
+                     "ceiling": _as_dict(mean_ci([c for c in ceilings if c is not None])),
                      "differences": {arm: _as_dict(paired_difference(values[arm], values[reference]))
                                      for arm in config.arms if arm != reference}})
     return rows

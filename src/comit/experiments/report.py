@@ -19,7 +19,7 @@ from .runner import start_units, unit_config, unit_evaluated, units
 from .statistics import Estimate
 
 _START_SCORES = ("psnr_global", "psnr_global_gain")  # a start's held-out global-crop score, from val.jsonl
-_BAR_METRICS = ("miou_image", "miou_object", "semantic_top1", "compositional_unseen_pairs_top5", "relational_top1")
+_BAR_METRICS = ("miou_image", "miou_object", "miou_object_matched", "semantic_top1", "compositional_unseen_pairs_top5", "relational_top1")
 
 
 def cell(estimate: dict | None, digits: int = 3) -> str:
@@ -212,16 +212,20 @@ def _claim_lines(results: dict) -> list[str]:
 def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
     arms = list(config.arms)
     reference = arms[0]
-    header = ["metric", *arms, *[f"{a} − {reference}" for a in arms[1:]], "chance"]
+    header = ["metric", *arms, *[f"{a} − {reference}" for a in arms[1:]], "chance", "ceiling"]
     rows = [{"metric": r["label"] + ("" if r["higher_is_better"] else " (lower is better)"),
              **{a: cell(r["arms"][a]) for a in arms},
              **{f"{a} − {reference}": cell(r["differences"][a]) for a in arms[1:]},
-             "chance": cell(r["floor"]) if r["floor"] else "–"} for r in results["arm_table"]]
+             "chance": cell(r["floor"]) if r["floor"] else "–",
+             "ceiling": cell(r.get("ceiling")) if r.get("ceiling") else "–"} for r in results["arm_table"]]
     return ["## Results per arm", "", markdown_table(rows, header) if rows else "nothing evaluated yet", "",
             "`[policy]`: the crop policy at test time — " + "; ".join(
                 f"`{n}`: {_policy_text(p)}" for n, p in config.eval.policies.items()) +
             ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
-            "(alignment) or always the most frequent label(s) (probes).", ""]
+            "(alignment) or always the most frequent label(s) (probes). Ceiling: the object masks "
+            "themselves as attention maps, the best any token can score (alignment; for the probes, see "
+            "their controls below). \"Maps cut at the mask's area\": each map keeps as many pixels as "
+            "the object has, instead of the top 10–50 % (ceiling 1 on any data).", ""]
 
 
 def _control_lines(results: dict) -> list[str]:

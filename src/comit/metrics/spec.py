@@ -19,7 +19,9 @@ class MetricSpec:
     """One number an evaluation reports.
 
     ``higher_is_better`` is None for counts and chance levels (nothing to win); ``floor`` names
-    the chance level to beat: another key of the same results, or ``MAJORITY`` for probes.
+    the chance level to beat: another key of the same results, or ``MAJORITY`` for probes;
+    ``ceiling`` the score of a representation that certainly holds the answer (alignment: the
+    object masks as maps), another key of the same results, where the metric has one.
     ``headline``: shown in the suite report and measured at every point of the crop curves.
     ``compared``: a row of the experiments' arm table, labelled ``table_label`` there (a
     shorter wording that the committed experiment reports use; ``label`` where it is None).
@@ -29,6 +31,7 @@ class MetricSpec:
     label: str
     higher_is_better: bool | None = True
     floor: str | None = None
+    ceiling: str | None = None
     headline: bool = False
     compared: bool = False
     table_label: str | None = None

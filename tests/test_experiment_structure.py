@@ -82,6 +82,14 @@ def test_report_has_table_claims_curves_and_plots(finished):
     align = next(r for r in results["arm_table"] if r["metric"] == "align-global/miou_image")
     assert set(align["arms"]) == {"L", "G"} and all(align["arms"][a]["n"] == 2 for a in ("L", "G"))
     assert align["differences"]["G"]["n"] == 2 and align["floor"]["n"] == 4
+    # Every alignment and probe row has its ceiling: the masks as maps (1 when cut at their area), the true scene.
+    rows = {r["metric"]: r for r in results["arm_table"]}
+    assert rows["align-global/miou_object_matched"]["ceiling"]["mean"] == pytest.approx(1.0)
+    assert align["floor"]["mean"] < align["ceiling"]["mean"] < 1.0
+    scene = [row["top1"] for path in out.glob("evals/*/seed-*/probe/results.json")
+             for row in json.loads(path.read_text())["rows"] if row["messages"] == "scene" and row["task"] == "relational"]
+    assert rows["probe/relational_top1"]["ceiling"]["mean"] == pytest.approx(sum(scene) / len(scene)) and len(scene) == 4
+    assert rows["recon-global/psnr"]["ceiling"] is None
     assert {r["arm"] for r in results["curves"]} == {"L"}  # curves for arm L only
     policies = {r["policy"] for r in results["curves"]}
     assert policies == {"raster_scan", "raster_scan+global", "adaptive", "adaptive+global"}

@@ -101,3 +101,7 @@ def test_training_time_is_read_from_the_log_and_summed_for_logs_without_it(tmp_p
     assert logged_train_seconds(log, 32) == pytest.approx(20 * 32 / 8 + 40 * 32 / 16)
     log.write_text('{"step": 20, "images_per_s": 8.0, "train_s": 81.5}\n{"step": 40, "images_per_s": 8.0, "train_s": 170.0}\n')
     assert logged_train_seconds(log, 32) == 170.0
+    # Resumed by a process whose checkpoint predates train_s: it counts from 0 at the resume.
+    log.write_text('{"step": 20, "images_per_s": 8.0}\n{"step": 40, "images_per_s": 8.0, "train_s": 30.0}\n'
+                   '{"step": 60, "images_per_s": 8.0, "train_s": 110.0}\n')
+    assert logged_train_seconds(log, 32) == pytest.approx(20 * 32 / 8 + 110.0)

@@ -55,10 +55,17 @@ class ProbeResult(EvalResult):
 
     def floor(self, key: str) -> float | None:
         """The chance level of metric ``key``: the majority answer's score on its test set."""
-        for row in self.rows:
-            if row.get("messages", MODEL_MESSAGES) == MODEL_MESSAGES and probe_metric_key(row) == key:
-                return row.get(f"majority_{row['primary']}")
-        return None
+        row = self._row(key, MODEL_MESSAGES)
+        return None if row is None else row.get(f"majority_{row['primary']}")
+
+    def control_score(self, key: str, messages: str) -> float | None:
+        """Metric ``key`` of the probe reading control ``messages`` (``scene``: the ceiling; ``random``)."""
+        row = self._row(key, messages)
+        return None if row is None else row.get(row["primary"])
+
+    def _row(self, key: str, messages: str) -> dict | None:
+        return next((row for row in self.rows if row.get("messages", MODEL_MESSAGES) == messages
+                     and probe_metric_key(row) == key), None)
 
 
 def probe_policy(**overrides) -> EvalSettings:

@@ -16,7 +16,7 @@ from ..eval.results import EvalResult
 from ..eval.run_probe import ProbeResult
 from ..eval.run_suite import CurveResult, read_result
 from ..metrics.registry import METRICS, compared
-from ..metrics.spec import MAJORITY, MetricSpec
+from ..metrics.spec import MAJORITY, SCENE, MetricSpec
 from .config import ClaimConfig, ExperimentConfig
 from .runner import UNIT_FILE, Unit, part_kind, start_units, units
 from .statistics import Estimate, mean_ci, paired_difference
@@ -129,10 +129,14 @@ def floor_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
 
 def ceiling_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
     """What a representation that certainly holds the answer scores (the metric's declared
-    ceiling): the object masks as maps for alignment; None where the metric declares none or the
-    part was measured before it was recorded."""
+    ceiling): the object masks as maps for alignment, the true scene as tokens for probes; None
+    where the metric declares none or the part was measured before it was recorded."""
     part, ceiling = parts.get(metric.part), metric.spec.ceiling
-    return None if part is None or ceiling is None else part.metrics.get(ceiling)
+    if part is None or ceiling is None:
+        return None
+    if ceiling == SCENE:
+        return part.control_score(metric.key, SCENE) if isinstance(part, ProbeResult) else None
+    return part.metrics.get(ceiling)
 
 
 # ---------------------------------------------------------------------- tables

@@ -223,8 +223,8 @@ def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
                 f"`{n}`: {_policy_text(p)}" for n, p in config.eval.policies.items()) +
             ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
             "(alignment) or always the most frequent label(s) (probes). Ceiling: the object masks "
-            "themselves as attention maps, the best any token can score (alignment; for the probes, see "
-            "their controls below). \"Maps cut at the mask's area\": each map keeps as many pixels as "
+            "themselves as attention maps, the best any token can score (alignment), or the same probe "
+            "reading the true scene written as tokens (probes; see their controls below). \"Maps cut at the mask's area\": each map keeps as many pixels as "
             "the object has, instead of the top 10–50 % (ceiling 1 on any data).", ""]
 
 

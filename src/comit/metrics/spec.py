@@ -12,6 +12,9 @@ from dataclasses import dataclass
 # A probe's chance level is not a metric of its own: it is what always answering the most
 # frequent test label(s) scores, read from the probe's row.
 MAJORITY = "majority"
+# Nor is its ceiling: what the same probe scores reading the positive control, the true scene
+# written as tokens (``comit.metrics.probe_controls``), read from the control's row.
+SCENE = "scene"
 
 
 @dataclass(frozen=True)

@@ -38,17 +38,23 @@ def logged_train_seconds(path: Path, batch_size: int) -> float | None:
     """How long a run trained, from its ``metrics.jsonl``: wall seconds in the loop since step 0,
     summed over every process that resumed it (None without a log).
 
-    The last line's ``train_s`` where the log has it; a log written before ``train_s`` existed is
-    summed window by window (steps x ``batch_size`` / images per second), which counts each resume's
-    first window as if it had started at the line before it (an over-count of under one window)."""
+    Each line's window is what its ``train_s`` adds to the line before (a resumed process counts on
+    from its checkpoint's time, or from 0 if the checkpoint predates ``train_s``, when the line's
+    ``train_s`` is the window itself); lines written before ``train_s`` existed give steps x
+    ``batch_size`` / images per second (a resume's first window then counts from the line before
+    it: an over-count of under one window)."""
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     if not lines:
         return None
-    if "train_s" in lines[-1]:
-        return float(lines[-1]["train_s"])
-    steps = [0] + [line["step"] for line in lines]
-    return round(sum((step - before) * batch_size / line["images_per_s"]
-                     for before, step, line in zip(steps, steps[1:], lines) if line.get("images_per_s")), 1)
+    total, step, seconds = 0.0, 0, None
+    for line in lines:
+        if "train_s" in line:
+            carried = seconds is not None and line["train_s"] >= seconds
+            total += line["train_s"] - seconds if carried else line["train_s"]
+        elif line.get("images_per_s"):
+            total += (line["step"] - step) * batch_size / line["images_per_s"]
+        step, seconds = line["step"], line.get("train_s")
+    return round(total, 1)
 
 
 class RunLog:

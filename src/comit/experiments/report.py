@@ -224,8 +224,9 @@ def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
             ". Probes read the global crop only (the paper's protocol). Chance: random attention maps "
             "(alignment) or always the most frequent label(s) (probes). Ceiling: the object masks "
             "themselves as attention maps, the best any token can score (alignment), or the same probe "
-            "reading the true scene written as tokens (probes; see their controls below). \"Maps cut at the mask's area\": each map keeps as many pixels as "
-            "the object has, instead of the top 10–50 % (ceiling 1 on any data).", ""]
+            "reading the true scene written as tokens (probes; see their controls below). \"Maps cut "
+            "at the mask's area\": each map keeps as many pixels as the object has, instead of the top "
+            "10–50 % (ceiling 1 on any data).", ""]
 
 
 def _control_lines(results: dict) -> list[str]:

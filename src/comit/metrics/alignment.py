@@ -6,8 +6,8 @@ best token (max over tokens) is the object's score. Scores are averaged over sev
 single threshold decides the result.
 
 On small objects that protocol has a low ceiling: a map keeping q % of the pixels cannot match an
-object covering less, so even the object's own mask scores ``area / q`` (on the shapes data, about
-4 % of the image per object: 0.21 per object at Q = 10–50 %). Hence two controls beside every score:
+object covering less, so even the object's own mask scores ``area / q`` (on the shapes data's small
+objects, 0.21 per object at Q = 10–50 %: docs/evaluation.md). Hence two controls beside every score:
 random maps (the floor) and the object masks themselves as maps (``oracle_*``: the best any map can
 score), and a second binarisation whose ceiling is 1 on any data: each map cut at the mask's own
 area (``*_matched``).

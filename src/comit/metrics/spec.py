@@ -23,8 +23,9 @@ class MetricSpec:
 
     ``higher_is_better`` is None for counts and chance levels (nothing to win); ``floor`` names
     the chance level to beat: another key of the same results, or ``MAJORITY`` for probes;
-    ``ceiling`` the score of a representation that certainly holds the answer (alignment: the
-    object masks as maps), another key of the same results, where the metric has one.
+    ``ceiling`` the score of a representation that certainly holds the answer, where the metric
+    has one: another key of the same results (alignment: the object masks as maps), or ``SCENE``
+    for probes.
     ``headline``: shown in the suite report and measured at every point of the crop curves.
     ``compared``: a row of the experiments' arm table, labelled ``table_label`` there (a
     shorter wording that the committed experiment reports use; ``label`` where it is None).

@@ -5,7 +5,7 @@ patches while the decoder reads the message (``COMiT.attention_maps``: one layer
 a few flow times, heads aggregated), upsample the maps to the mask size, keep each map's top Q %
 of pixels and score the best token's IoU with the ground truth (``AlignmentIoU``), averaged over
 the Q list. The same score for random maps is reported as the floor to beat, and for the object
-masks themselves as maps as the ceiling (on small objects far below 1: see ``comit.metrics.alignment``),
+masks themselves as maps as the ceiling (under 1, far under on small objects: see ``comit.metrics.alignment``),
 with the scores of maps cut at each mask's own area beside them.
 """
 
@@ -128,7 +128,7 @@ def write_align_report(out: Path, results: AlignResult) -> None:
         ["score", "model", "random maps", "masks as maps (ceiling)"])
     counts = f"{metrics['num_images']} images, {metrics['num_objects']} objects; mean over Q = " \
              f"{', '.join(f'{q:g}' for q in results.settings['qs'])} %. The masks as maps are the best any " \
-             "token can score: under 1 at top Q % where objects cover less than Q % of the image, 1 when " \
+             "token can score: at top Q % under 1 unless an object covers exactly Q % of the image, 1 when " \
              "each map is cut at the mask's own area."
     per_q = markdown_table(results.per_q, ["q", "miou_image", "miou_object", "random_miou_image",
                                               "random_miou_object", "oracle_miou_image", "oracle_miou_object"])

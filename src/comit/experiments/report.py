@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from ..eval.report import fmt, key_values, markdown_table, provenance, write_results
+from ..eval.run_align import DEFAULT_QS
 from ..train.run_log import METRICS_FILE, VAL_FILE, last_line, logged_train_seconds
 from ..train.step import LOSS_TERMS
 from .aggregate import (arm_table, check_claims, collapsed_units, control_table, curve_table, failed_gate,
@@ -225,8 +226,8 @@ def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
             "(alignment) or always the most frequent label(s) (probes). Ceiling: the object masks "
             "themselves as attention maps, the best any token can score (alignment), or the same probe "
             "reading the true scene written as tokens (probes; see their controls below). \"Maps cut "
-            "at the mask's area\": each map keeps as many pixels as the object has, instead of the top "
-            "10–50 % (ceiling 1 on any data).", ""]
+            f"at the mask's area\": each map keeps as many pixels as the object has, instead of the top "
+            f"{min(DEFAULT_QS):g}–{max(DEFAULT_QS):g} % (ceiling 1 on any data).", ""]
 
 
 def _control_lines(results: dict) -> list[str]:

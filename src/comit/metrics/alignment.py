@@ -5,9 +5,10 @@ pixels; its IoU with an object mask measures how well that token covers the obje
 best token (max over tokens) is the object's score. Scores are averaged over several q so no
 single threshold decides the result.
 
-On small objects that protocol has a low ceiling: a map keeping q % of the pixels cannot match an
-object covering less, so even the object's own mask scores ``area / q`` (on the shapes data's small
-objects, 0.21 per object at Q = 10–50 %: docs/evaluation.md). Hence two controls beside every score:
+That protocol's ceiling is under 1 for any object that does not cover exactly q % of the image: a
+map keeping c pixels scores at most min(c, a) / max(c, a) against a mask of a pixels (averaged over
+Q = 10–50 %, at most about 0.67, for objects of about 30 % of the image), and on small objects it is
+low (the shapes data's: 0.21 per object, docs/evaluation.md). Hence two controls beside every score:
 random maps (the floor) and the object masks themselves as maps (``oracle_*``: the best any map can
 score), and a second binarisation whose ceiling is 1 on any data: each map cut at the mask's own
 area (``*_matched``).

@@ -198,7 +198,8 @@ class Trainer:
         return state.step
 
     def train_seconds(self) -> float:
-        """Wall time spent in the loop since step 0, summed over every resume: what the run cost."""
+        """Wall time spent in the training loop since step 0 (each process's setup not counted), summed
+        over the resumes whose checkpoints carry it (those written before it count from the resume)."""
         return self.seconds_before + time.perf_counter() - self.loop_started
 
     def checkpoint(self, step: int) -> None:

@@ -35,8 +35,9 @@ def last_line(path: Path) -> dict:
 
 
 def logged_train_seconds(path: Path, batch_size: int) -> float | None:
-    """How long a run trained, from its ``metrics.jsonl``: wall seconds in the loop since step 0,
-    summed over every process that resumed it (None without a log).
+    """How long a run trained, from its ``metrics.jsonl``: wall seconds in the training loop up to
+    its last logged line, summed over every process that trained it (setup not counted; None
+    without a log).
 
     Each line's window is what its ``train_s`` adds to the line before (a resumed process counts on
     from its checkpoint's time, or from 0 if the checkpoint predates ``train_s``, when the line's

@@ -114,7 +114,7 @@ def write_align_report(out: Path, results: AlignResult) -> None:
     from .report import markdown_report, markdown_table, write_results
 
     long = [{"q": r["q"], "score": f"{who}{kind}", "miou": r[f"{prefix}miou_{kind}"]}
-            for r in results.per_q for who, prefix in (("", ""), ("random ", "random_"), ("masks ", "oracle_"))
+            for r in results.per_q for who, prefix in (("", ""), ("random ", "random_"), ("ceiling (masks) ", "oracle_"))
             for kind in ("image", "object")]
     plot_curves(long, x="q", y="miou", hue="score", path=out / "miou_vs_q.png", xlabel="Q (% of pixels kept)",
                 ylabel="mean best-token IoU", title="Token–object alignment")

@@ -119,24 +119,27 @@ def metric_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
 def floor_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
     """Chance level (the metric's declared floor): random maps for alignment, always the most
     frequent label(s) for probes."""
-    part, floor = parts.get(metric.part), metric.spec.floor
-    if part is None or floor is None:
-        return None
-    if floor == MAJORITY:
-        return part.floor(metric.key) if isinstance(part, ProbeResult) else None
-    return part.metrics.get(floor)
+    return _declared_value(parts, metric, metric.spec.floor)
 
 
 def ceiling_value(parts: dict[str, EvalResult], metric: Metric) -> float | None:
     """What a representation that certainly holds the answer scores (the metric's declared
     ceiling): the object masks as maps for alignment, the true scene as tokens for probes; None
     where the metric declares none or the part was measured before it was recorded."""
-    part, ceiling = parts.get(metric.part), metric.spec.ceiling
-    if part is None or ceiling is None:
+    return _declared_value(parts, metric, metric.spec.ceiling)
+
+
+def _declared_value(parts: dict[str, EvalResult], metric: Metric, declared: str | None) -> float | None:
+    """The value a spec's floor or ceiling names: another key of the part's metrics, or a probe's
+    majority answer (``MAJORITY``) or scene control (``SCENE``), read from its rows."""
+    part = parts.get(metric.part)
+    if part is None or declared is None:
         return None
-    if ceiling == SCENE:
-        return part.control_score(metric.key, SCENE) if isinstance(part, ProbeResult) else None
-    return part.metrics.get(ceiling)
+    if declared in (MAJORITY, SCENE):
+        if not isinstance(part, ProbeResult):
+            return None
+        return part.floor(metric.key) if declared == MAJORITY else part.control_score(metric.key, SCENE)
+    return part.metrics.get(declared)
 
 
 # ---------------------------------------------------------------------- tables

@@ -102,3 +102,55 @@ def test_a_gate_on_an_unknown_policy_is_a_one_line_error():
 
     with pytest.raises(ConfigError, match="eval.gate.policy 'nope' is not one of the eval policies"):
         load_experiment("structure-tiny", ["eval.gate={policy: nope}"])
+
+
+def _relational_rows(model: float, scene: float, random: float) -> list[dict]:
+    """A probe part's rows for the relational task: the model's messages and both controls
+    (4 classes, 1,000 test samples, chance 0.25; each interval ±0.02)."""
+    base = {"task": "relational", "test": "test", "primary": "top1", "num_classes": 4, "top5": 1.0,
+            "prior_top1": 0.25, "prior_top5": 1.0, "majority_top1": 0.25, "majority_top5": 1.0}
+    return [{**base, "messages": source, "top1": score, "ci95_low": score - 0.02, "ci95_high": score + 0.02}
+            for source, score in (("model", model), ("scene", scene), ("random", random))]
+
+
+def test_a_seed_whose_probe_fails_its_controls_is_left_out_of_probe_tables_and_claims():
+    """Seed 1's probe cannot read the true scene (0.58 < 0.625, halfway from chance to 1): its
+    relational scores say nothing about its models, so every relational row and claim drops seed 1,
+    while the alignment claim keeps all seeds."""
+    from comit.eval.run_crops import CurveResult
+    from comit.eval.run_probe import ProbeResult
+    from comit.eval.run_recon import ReconResult
+    from comit.experiments.aggregate import arm_table, check_claims, control_failures, control_table
+    from comit.experiments.config import load_experiment
+    from comit.experiments.runner import Unit
+
+    config = load_experiment("structure")
+    scene = {0: 0.88, 1: 0.58, 2: 0.86}
+    model = {("L", 0): 0.58, ("G", 0): 0.39, ("L", 1): 0.68, ("G", 1): 0.70, ("L", 2): 0.60, ("G", 2): 0.45}
+    curve = {0: (0.50, 0.55), 1: (0.60, 0.20), 2: (0.52, 0.56)}  # relational at 1 and 10 crops, arm L
+
+    def unit_parts(arm: str, seed: int) -> dict:
+        parts = {"probe": ProbeResult(metrics={"relational_top1": model[arm, seed]},
+                                      rows=_relational_rows(model[arm, seed], scene[seed], 0.25), history=[]),
+                 "align-global": ReconResult(metrics={"miou_image": 0.3 + 0.01 * seed + (0.02 if arm == "L" else 0)})}
+        if arm == "L":
+            parts["crops"] = CurveResult(metrics=["relational_top1"], rows=[
+                {"policy": "raster_scan+global", "num_crops": crops, "relational_top1": value}
+                for crops, value in zip((1, 10), curve[seed])])
+        return parts
+
+    parts = {Unit(arm, seed): unit_parts(arm, seed) for seed in (0, 1, 2) for arm in ("L", "G")}
+    assert control_failures(parts) == {"relational_top1": {1}}
+    assert [row["failed_seeds"] for row in control_table(parts)] == [[1]]
+
+    relational = next(r for r in arm_table(config, parts) if r["metric"] == "probe/relational_top1")
+    assert relational["left_out_seeds"] == [1] and relational["values"]["L"] == {0: 0.58, 2: 0.60}
+    assert relational["ceiling"]["mean"] == pytest.approx(0.87)  # seeds 0 and 2 only
+
+    claims = {c["metric"]: c for c in check_claims(config, parts)}
+    curve_claim = claims["relational_top1"]
+    assert curve_claim["left_out_seeds"] == [1] and curve_claim["difference"]["n"] == 2
+    assert curve_claim["difference"]["mean"] == pytest.approx(0.045)  # seed 1's -0.40 would reverse it
+    assert curve_claim["verdict"].endswith("seed 1 left out: the probe failed its controls there")
+    assert claims["align-global/miou_image"]["left_out_seeds"] == []
+    assert claims["align-global/miou_image"]["difference"]["n"] == 3

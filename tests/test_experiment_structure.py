@@ -86,9 +86,21 @@ def test_report_has_table_claims_curves_and_plots(finished):
     rows = {r["metric"]: r for r in results["arm_table"]}
     assert rows["align-global/miou_object_matched"]["ceiling"]["mean"] == pytest.approx(1.0)
     assert align["floor"]["mean"] < align["ceiling"]["mean"] < 1.0
-    scene = [row["top1"] for path in out.glob("evals/*/seed-*/probe/results.json")
-             for row in json.loads(path.read_text())["rows"] if row["messages"] == "scene" and row["task"] == "relational"]
-    assert rows["probe/relational_top1"]["ceiling"]["mean"] == pytest.approx(sum(scene) / len(scene)) and len(scene) == 4
+    # A probe row's ceiling is its true-scene score over the seeds whose controls passed; the seeds
+    # that failed them are left out of the row (and the row is absent when every seed failed).
+    failed = {f"{c['task']}_{c['primary']}": c["failed_seeds"] for c in results["probe_controls"] if c["test"] == "test"}
+    assert set(failed) == {"semantic_top1", "relational_top1"}
+    for key, failed_seeds in failed.items():
+        scene = [row[row["primary"]] for path in out.glob("evals/*/seed-*/probe/results.json")
+                 if int(path.parent.parent.name.removeprefix("seed-")) not in failed_seeds
+                 for row in json.loads(path.read_text())["rows"]
+                 if row["messages"] == "scene" and f"{row['task']}_{row['primary']}" == key]
+        if len(failed_seeds) == 2:
+            assert f"probe/{key}" not in rows and not scene
+        else:
+            assert rows[f"probe/{key}"]["left_out_seeds"] == failed_seeds
+            assert rows[f"probe/{key}"]["ceiling"]["mean"] == pytest.approx(sum(scene) / len(scene))
+            assert len(scene) == 2 * (2 - len(failed_seeds))
     assert rows["recon-global/psnr"]["ceiling"] is None
     assert {r["arm"] for r in results["curves"]} == {"L"}  # curves for arm L only
     policies = {r["policy"] for r in results["curves"]}

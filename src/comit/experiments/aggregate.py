@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..eval.results import EvalResult
-from ..eval.run_probe import ProbeResult
+from ..eval.run_probe import ProbeResult, controls_verdict, probe_metric_key
 from ..eval.run_suite import CurveResult, read_result
 from ..metrics.registry import METRICS, compared
 from ..metrics.spec import MAJORITY, SCENE, MetricSpec
@@ -155,17 +155,21 @@ def per_seed(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]],
 
 def arm_table(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """One row per metric: mean ± 95 % interval per arm over seeds, the chance floor, and each arm's
-    paired difference to the first (reference) arm."""
+    paired difference to the first (reference) arm. A probe row leaves out the seeds whose probe
+    failed its controls on that task (``control_failures``)."""
     reference = next(iter(config.arms))
+    failures = control_failures(parts)
     rows = []
     for metric in arm_metrics(config):
-        values = per_seed(config, parts, metric)
+        left_out = sorted(failures.get(metric.key, set())) if metric.part == "probe" else []
+        values = {arm: _without(by_seed, left_out) for arm, by_seed in per_seed(config, parts, metric).items()}
         if not any(values.values()):
             continue
-        floors = [floor_value(p, metric) for p in parts.values()]
-        ceilings = [ceiling_value(p, metric) for p in parts.values()]
+        kept = [unit_parts for unit, unit_parts in parts.items() if unit.seed not in left_out]
+        floors = [floor_value(p, metric) for p in kept]
+        ceilings = [ceiling_value(p, metric) for p in kept]
         rows.append({"metric": metric.name, "label": metric.label, "higher_is_better": metric.higher_is_better,
-                     "values": values,
+                     "values": values, "left_out_seeds": left_out,
                      "arms": {arm: _as_dict(mean_ci(list(v.values()))) for arm, v in values.items()},
                      "floor": _as_dict(mean_ci([f for f in floors if f is not None])),
                      "ceiling": _as_dict(mean_ci([c for c in ceilings if c is not None])),
@@ -203,14 +207,9 @@ def control_table(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
     """Per probe task and test set: chance and the control messages' scores, averaged over the units
     that measured them (the controls read no model, so the arms of one seed share them), and whether
     every unit's controls behaved (``controls_verdict``)."""
-    from ..eval.run_probe import controls_verdict
-
     found: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for unit_parts in parts.values():
-        probe = unit_parts.get("probe")
-        if isinstance(probe, ProbeResult):
-            for entry in controls_verdict(probe.rows):
-                found[(entry["task"], entry["test"])].append(entry)
+    for entry in _controls_verdicts(parts):
+        found[(entry["task"], entry["test"])].append(entry)
     table = []
     for (task, test), entries in found.items():
         if not any(e.get("scene") is not None for e in entries):
@@ -221,8 +220,31 @@ def control_table(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
             row[key] = sum(values) / len(values) if values else None
         for key in ("probe_reads", "random_at_chance"):
             row[key] = all(e[key] for e in entries if e.get(key) is not None)
+        row["failed_seeds"] = sorted({e["seed"] for e in entries if not _controls_passed(e)})
         table.append(row)
     return table
+
+
+def _controls_verdicts(parts: dict[Unit, dict[str, EvalResult]]) -> list[dict]:
+    """``controls_verdict`` of every unit's probe part, each entry marked with the unit's seed."""
+    return [{**entry, "seed": unit.seed} for unit, unit_parts in parts.items()
+            if isinstance(probe := unit_parts.get("probe"), ProbeResult) for entry in controls_verdict(probe.rows)]
+
+
+def _controls_passed(entry: dict) -> bool:
+    """The positive control read and the negative stayed at chance (a control not measured passes)."""
+    return entry.get("probe_reads") is not False and entry.get("random_at_chance") is not False
+
+
+def control_failures(parts: dict[Unit, dict[str, EvalResult]]) -> dict[str, set[int]]:
+    """Per probe metric key (``relational_top1``): the seeds whose probe failed its controls on that
+    task. The controls read no model, so a failure belongs to the probe's seed (shared by the arms
+    and by the same seed's crop-curve probe), and every probe claim leaves that seed out."""
+    failures: dict[str, set[int]] = defaultdict(set)
+    for entry in _controls_verdicts(parts):
+        if not _controls_passed(entry):
+            failures[probe_metric_key(entry)].add(entry["seed"])
+    return dict(failures)
 
 
 # ---------------------------------------------------------------------- claims
@@ -230,15 +252,35 @@ def check_claims(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResul
     """Each claim's paired difference (expected better minus expected worse) and a verdict."""
     curves = curve_values(config, parts)
     metrics = {m.name: m for m in arm_metrics(config)}
+    failures = control_failures(parts)
     checked = []
     for claim in config.claims:
         better, worse, higher = _claim_sides(claim, config, parts, curves, metrics)
+        left_out = sorted(failures.get(_probe_key(claim), set()) & (better.keys() | worse.keys()))
+        better, worse = _without(better, left_out), _without(worse, left_out)
         difference = paired_difference(better, worse) if higher else paired_difference(worse, better)
         checked.append({"text": claim.text, "paper": claim.paper, "metric": claim.metric, "kind": claim.kind,
                         "compared": _compared(claim), "difference": _as_dict(difference),
                         "better_mean": _as_dict(mean_ci(list(better.values()))),
-                        "worse_mean": _as_dict(mean_ci(list(worse.values()))), "verdict": verdict(difference)})
+                        "worse_mean": _as_dict(mean_ci(list(worse.values()))), "left_out_seeds": left_out,
+                        "verdict": verdict(difference) + _left_out_text(left_out)})
     return checked
+
+
+def _probe_key(claim: ClaimConfig) -> str:
+    """The metric key a claim reads (``probe/relational_top1`` and a curve's ``relational_top1`` alike)."""
+    return claim.metric.partition("/")[2] if claim.kind == "arms" else claim.metric
+
+
+def _without(values: dict[int, float], seeds: list[int]) -> dict[int, float]:
+    return {seed: value for seed, value in values.items() if seed not in seeds}
+
+
+def _left_out_text(seeds: list[int]) -> str:
+    if not seeds:
+        return ""
+    names = ", ".join(str(s) for s in seeds)
+    return f"; seed{'s' if len(seeds) > 1 else ''} {names} left out: the probe failed its controls there"
 
 
 def _claim_sides(claim: ClaimConfig, config, parts, curves, metrics) -> tuple[dict, dict, bool]:

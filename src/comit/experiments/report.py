@@ -214,7 +214,7 @@ def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
     arms = list(config.arms)
     reference = arms[0]
     header = ["metric", *arms, *[f"{a} − {reference}" for a in arms[1:]], "chance", "ceiling"]
-    rows = [{"metric": r["label"] + ("" if r["higher_is_better"] else " (lower is better)"),
+    rows = [{"metric": r["label"] + ("" if r["higher_is_better"] else " (lower is better)") + _left_out_note(r),
              **{a: cell(r["arms"][a]) for a in arms},
              **{f"{a} − {reference}": cell(r["differences"][a]) for a in arms[1:]},
              "chance": cell(r["floor"]) if r["floor"] else "–",
@@ -230,6 +230,11 @@ def _per_arm_lines(config: ExperimentConfig, results: dict) -> list[str]:
             f"{min(DEFAULT_QS):g}–{max(DEFAULT_QS):g} % (ceiling 1 on any data).", ""]
 
 
+def _left_out_note(row: dict) -> str:
+    seeds = row.get("left_out_seeds") or []
+    return f" (without seed {', '.join(map(str, seeds))}: its probe failed the controls)" if seeds else ""
+
+
 def _control_lines(results: dict) -> list[str]:
     if not results.get("probe_controls"):
         return []
@@ -240,11 +245,14 @@ def _control_lines(results: dict) -> list[str]:
             "top to 1) and the random messages stay at chance (`random_at_chance`: their 95 % interval meets the band "
             "of a probe that reads nothing, `chance_low`–`chance_high`: from the lower of guessing uniformly "
             "and guessing the training prior up to the test's majority). Mean over the units that "
-            "measured them.", "",
-            markdown_table([{k: fmt(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+            "measured them; `failed_seeds`: the probe seeds whose controls failed on the task, left out of "
+            "that task's rows in the tables above and of its claims (the controls read no model, so a "
+            "failure is the probe's, at that seed).", "",
+            markdown_table([{**{k: fmt(v, 3) if isinstance(v, float) else v for k, v in row.items()},
+                             "failed_seeds": ", ".join(map(str, row.get("failed_seeds", []))) or "none"}
                             for row in results["probe_controls"]],
                            ["task", "test", "primary", "units", "chance_low", "chance_high", "scene", "random",
-                            "probe_reads", "random_at_chance"]), ""]
+                            "probe_reads", "random_at_chance", "failed_seeds"]), ""]
 
 
 def _curve_lines(results: dict) -> list[str]:

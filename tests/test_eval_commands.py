@@ -167,6 +167,16 @@ def test_default_sizes_finish_in_minutes_and_zero_means_every_image(tmp_path, ti
     assert results(out)["metrics"]["num_images"] == 5
 
 
+def test_the_probe_commands_default_to_the_library_s_probe_schedule():
+    import comit.cli.eval as commands
+    from comit.eval.run_probe import ProbeSettings
+
+    assert (commands.PROBE_EPOCHS, commands.PROBE_PATIENCE) == (ProbeSettings.epochs, ProbeSettings.patience)
+    for command in ("probe", "crops", "all"):
+        help_text = runner.invoke(app, ["eval", command, "--help"], env={"COLUMNS": "200"}).output
+        assert f"[default: {ProbeSettings.epochs}]" in help_text
+
+
 @pytest.mark.parametrize("args, message", [
     (["align", "--data", "FOLDER"], "alignment needs object masks"),
     (["align", "--q", "0"], r"q must lie in \(0, 100\]"),

@@ -39,6 +39,8 @@ DEFAULT_PROBE_TRAIN = 1000
 # `eval probe` alone: enough images that every positive control reads and the intervals are a few
 # points wide, in about 5 minutes on 2 CPU cores (docs/evaluation.md, "Probes that can read").
 PROBE_COMMAND_TRAIN, PROBE_COMMAND_TEST = 2000, 1000
+# ProbeSettings' schedule (kept equal by tests/test_cli.py; that module imports torch, this one must not).
+PROBE_EPOCHS, PROBE_PATIENCE = 60, 10
 DEFAULT_CROP_IMAGES = 16
 DEFAULT_CROP_COUNTS = "1,3,9"
 NumImagesOpt = Annotated[int, typer.Option(
@@ -208,7 +210,7 @@ def probe(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
               "--num-crops", help="Crops to observe (default 1: with --global-crop, the global crop only).")] = 1,
           global_crop: Annotated[bool, typer.Option("--global-crop/--no-global-crop",
                                                     help="Observe the whole image first (the paper probes it alone).")] = True,
-          probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = 30, patience: PatienceOpt = 5,
+          probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = PROBE_EPOCHS, patience: PatienceOpt = PROBE_PATIENCE,
           controls: ControlsOpt = True, holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16,
           device: DeviceOpt = "auto"):
     """Attention probes on frozen messages: semantic, compositional, relational (shapes) or classes, each
@@ -239,7 +241,7 @@ def crops(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Da
           steps: StepsOpt = 10, cfg: CfgOpt = 7.5, solver: SolverOpt = "euler", fid_features: FidOpt = "none",
           layer: LayerOpt = -1, times: TimesOpt = "0.25,0.5,0.75", heads: HeadsOpt = "mean",
           direction: DirectionOpt = "token_to_patch", q: QOpt = "10,20,30,40,50", tasks: TasksOpt = None,
-          probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = 30, patience: PatienceOpt = 5,
+          probe_input: ProbeInputOpt = "codes", epochs: EpochsOpt = PROBE_EPOCHS, patience: PatienceOpt = PROBE_PATIENCE,
           holdout_fraction: HoldoutOpt = 0.2, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """Every metric against the number of crops, per order, with and without the global crop."""
     from ..eval.protocol import parse_numbers
@@ -292,7 +294,7 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
              "--crop-images",
              help="Images for the crop curves, the costliest part (0: all).")]
          = DEFAULT_CROP_IMAGES,
-         epochs: EpochsOpt = 30, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
+         epochs: EpochsOpt = PROBE_EPOCHS, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md.
 
     With the default sizes, about 5 minutes for the bundled model on a 2-core CPU; `-n 0

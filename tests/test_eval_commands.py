@@ -153,7 +153,7 @@ def test_default_sizes_finish_in_minutes_and_zero_means_every_image(tmp_path, ti
 
     help_text = runner.invoke(app, ["eval", "all", "--help"], env={"COLUMNS": "200"}).output
     for default in ("(0: all). [default: 100]", "(0: all). [default: 1000]", "(0: all). [default: 16]",
-                    "[default: 1,3,9]", "about 5 minutes"):
+                    "[default: 1,3,9]", "about 6 minutes"):
         assert default in help_text
     assert (commands.DEFAULT_EVAL_IMAGES, commands.DEFAULT_PROBE_TRAIN) == (100, 1000)
     folder = tmp_path / "pictures"

@@ -12,7 +12,7 @@ from comit.eval.protocol import batches, first_items
 from comit.metrics.probe_controls import (object_cells, random_codes, random_ids, scene_codes, scene_ids,
                                        scene_vocab_size)
 from comit.eval.run_probe import (Messages, ProbeSettings, annotations, controls_verdict, prior_guess,
-                                  probe_sources, wilson_interval)
+                                  probe_sources, wilson_interval, with_interval)
 
 LENGTH, CELLS = 16, 4
 
@@ -107,3 +107,21 @@ def test_wilson_interval():
     low, high = wilson_interval(0.5, 100)
     assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
     assert wilson_interval(0.0, 10)[0] == 0.0 and 0 < wilson_interval(0.0, 10)[1] < 0.35
+
+
+def test_the_interval_counts_each_test_image_once():
+    """The long run's relational negative control at seed 1: random tokens scored 0.225 on 2,672
+    questions about 1,000 images. Counted over questions, its interval (0.210-0.242) missed the
+    chance band (0.249-0.251) — a verdict the data cannot give, since a question and its mirror ask
+    about the same picture; counted over images it meets the band, and one sample an image is as before."""
+    base = {"task": "relational", "test": "test", "primary": "top1", "num_classes": 4, "top1": 0.225, "top5": 1.0,
+            "prior_top1": 0.249, "prior_top5": 1.0, "majority_top1": 0.251, "majority_top5": 1.0}
+    by_samples = with_interval({**base, "test_samples": 2672})
+    by_images = with_interval({**base, "test_samples": 2672, "test_images": 1000})
+    assert by_samples["ci95_high"] < 0.249 < by_images["ci95_high"]
+    assert (by_images["ci95_low"], by_images["ci95_high"]) == wilson_interval(0.225, 1000)
+    assert with_interval({**base, "test_samples": 500, "test_images": 500})["ci95_low"] == wilson_interval(0.225, 500)[0]
+    (entry,) = controls_verdict([{**base, "messages": "random", **by_images}])
+    assert entry["random_at_chance"]
+    (entry,) = controls_verdict([{**base, "messages": "random", **by_samples}])
+    assert not entry["random_at_chance"]

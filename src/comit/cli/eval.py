@@ -32,14 +32,14 @@ def register(app: typer.Typer) -> None:
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="'shapes', 'shapes:key=value,...' or an image folder.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json, results.md and plots.")]
 SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Split to evaluate: train, val (or validation), test, any split the data has (folders: a sub-folder). Default: val where the data has one, else all of it.")]
-# Defaults sized so that `comit eval all` on the bundled model finishes in about 5 minutes on a
+# Defaults sized so that `comit eval all` on the bundled model finishes in about 6 minutes on a
 # 2-core CPU (docs/evaluation.md); 0 asks for every image, as a paper-scale evaluation wants.
 DEFAULT_EVAL_IMAGES = 100
 DEFAULT_PROBE_TRAIN = 1000
 # `eval probe` alone: enough images that every positive control reads and the intervals are a few
-# points wide, in about 5 minutes on 2 CPU cores (docs/evaluation.md, "Probes that can read").
+# points wide, in under 8 minutes alone on 2 CPU cores (docs/evaluation.md, "Probes that can read").
 PROBE_COMMAND_TRAIN, PROBE_COMMAND_TEST = 2000, 1000
-# ProbeSettings' schedule (kept equal by tests/test_cli.py; that module imports torch, this one must not).
+# ProbeSettings' schedule (kept equal by tests/test_eval_commands.py; run_probe imports torch, this module must not).
 PROBE_EPOCHS, PROBE_PATIENCE = 60, 10
 DEFAULT_CROP_IMAGES = 16
 DEFAULT_CROP_COUNTS = "1,3,9"
@@ -297,7 +297,7 @@ def all_(ctx: typer.Context, out: OutOpt, model: ModelOpt = "bundled", data: Dat
          epochs: EpochsOpt = PROBE_EPOCHS, seed: SeedOpt = 0, batch_size: BatchOpt = 16, device: DeviceOpt = "auto"):
     """The whole suite: recon, align, probe and crops into OUT/<part>/, headline numbers in OUT/results.md.
 
-    With the default sizes, about 5 minutes for the bundled model on a 2-core CPU; `-n 0
+    With the default sizes, about 6 minutes for the bundled model on a 2-core CPU; `-n 0
     --num-train 0 --crop-images 0 --crop-counts all` evaluates everything (hours on a CPU).
     """
     from ..eval.run_suite import write_suite_report

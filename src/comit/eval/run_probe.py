@@ -82,8 +82,8 @@ class ProbeSettings:
     # that can read"): the FSQ codes (a learned embedding of 64,000 ids sees most ids once or never),
     # small batches and a one-cycle schedule (a few thousand steps on a few thousand images). 60
     # epochs, never stopping before 30: with 30 (never before 15) the relational probe sat in a
-    # partial optimum at one seed in six (0.58 on the true scene, the others 0.85-0.88); the slower
-    # decay let it out at every seed measured ("A probe seed that could not read").
+    # partial optimum at 2 of 10 seeds (0.58 and 0.36 on the true scene, the others 0.83-0.88); the
+    # slower decay let it out at all 10 (docs/evaluation.md, "A probe seed that could not read").
     input: str = "codes"  # "codes" (the FSQ codes) or "ids" (a learned embedding per token id)
     epochs: int = 60
     patience: int = 10
@@ -239,6 +239,7 @@ def score_probe(trained: TrainedProbe, test: Messages, probe: ProbeSettings) -> 
     for name, samples in trained.task.tests.items():
         row = {"task": trained.task.name, "test": name, "primary": trained.task.primary,
                "num_classes": len(trained.task.classes), "test_samples": len(samples),
+               "test_images": int(torch.unique(samples.image).numel()),
                "train_samples": trained.train_samples, "val_samples": trained.val_samples,
                "best_epoch": trained.best_epoch, "val_top1": trained.val_top1}
         if len(samples) == 0:
@@ -341,9 +342,12 @@ def probe_sources(sources: dict[str, tuple[Messages, Messages]], probe: ProbeSet
 
 
 def with_interval(row: dict) -> dict:
-    """The row with the 95 % Wilson interval of its primary score (test samples as independent draws;
-    samples of one image are not, so the interval is a little narrow)."""
-    score, count = row.get(row["primary"]), row["test_samples"]
+    """The row with the 95 % Wilson interval of its primary score over the test *images*: samples of
+    one image are not independent draws (a relational question and its mirror ask about the same
+    picture, with opposite answers), so each image counts once — a conservative interval. Counted
+    over samples, the relational negative control once scored below chance "significantly" (0.225,
+    0.210–0.242, against 0.249–0.251; docs/results.md, "The long run")."""
+    score, count = row.get(row["primary"]), row.get("test_images", row["test_samples"])
     if score is None or not count:
         return {**row, "ci95_low": None, "ci95_high": None}
     low, high = wilson_interval(score, count)
@@ -417,7 +421,7 @@ def _random_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Da
 
 PROBE_COLUMNS = ["messages", "task", "test", "primary", "top1", "top5", "ci95_low", "ci95_high", "prior_top1",
                  "prior_top5", "majority_top1", "majority_top5", "num_classes", "train_samples", "val_samples",
-                 "test_samples", "best_epoch"]
+                 "test_samples", "test_images", "best_epoch"]
 
 
 def controls_verdict(rows: list[dict]) -> list[dict]:
@@ -473,7 +477,7 @@ def write_probe_report(out: Path, results: ProbeResult) -> None:
                  "\n\n`messages`: the tokenizer's (`model`) or a control's — " +
                  "; ".join(f"`{k}`: {v}" for k, v in CONTROL_TEXT.items()) +
                  ". `primary` is the number the paper reports for this kind of task; `ci95_low` / `ci95_high` its "
-                 "95 % Wilson interval over the test samples; `prior_top1` / `prior_top5` what always answering the "
+                 "95 % Wilson interval, each test image counted once (`test_images`; its samples are not independent); `prior_top1` / `prior_top5` what always answering the "
                  "most frequent TRAINING label(s) scores (chance: what a probe that reads nothing learns); "
                  "`majority_top1` / `majority_top5` the same with the test's own most frequent labels.")]
     if any(r["messages"] != MODEL_MESSAGES for r in rows):

@@ -267,9 +267,14 @@ def check_claims(config: ExperimentConfig, parts: dict[Unit, dict[str, EvalResul
     return checked
 
 
-def _probe_key(claim: ClaimConfig) -> str:
-    """The metric key a claim reads (``probe/relational_top1`` and a curve's ``relational_top1`` alike)."""
-    return claim.metric.partition("/")[2] if claim.kind == "arms" else claim.metric
+def _probe_key(claim: ClaimConfig) -> str | None:
+    """The probe metric key a claim reads (``probe/relational_top1`` and a curve's ``relational_top1``
+    alike); None for an arms claim on another part, which no probe control speaks for (as in
+    ``arm_table``)."""
+    if claim.kind != "arms":
+        return claim.metric
+    part, _, key = claim.metric.partition("/")
+    return key if part == "probe" else None
 
 
 def _without(values: dict[int, float], seeds: list[int]) -> dict[int, float]:

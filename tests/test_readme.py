@@ -53,3 +53,20 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert namespace["more"].crop_order.shape[0] == 5
     assert namespace["pictures"].shape == namespace["images"].shape
     assert (tmp_path / "my-model" / "README.md").is_file() and (tmp_path / "hub" / "me" / "my-comit" / "README.md").is_file()
+
+
+def names(part: str, config: str) -> bool:
+    """Whether a README passage names a config (``imagenet-b/l/xl`` and `` `-l` `` spell out three)."""
+    three = "imagenet-b imagenet-l imagenet-xl"
+    part = re.sub(r"imagenet-b/l/xl|imagenet-b` /\s*`-l` /\s*`-xl", three, part)
+    return re.search(rf"(?<![\w-]){re.escape(config)}(?![\w-])", part) is not None
+
+
+def test_readme_names_every_shipped_config():
+    text = README.read_text()
+    shipped = sorted(p.stem for p in (README.parent / "src/comit/configs").glob("*.yaml"))
+    passages = {"Shipped configs": text.split("Shipped configs:", 1)[1].split("\n\n", 1)[0],
+                "Layout": text.split("src/comit/configs/", 1)[1].split("src/comit/", 1)[0]}
+    for where, part in passages.items():
+        missing = [config for config in shipped if not names(part, config)]
+        assert not missing, f"README's {where} does not name {missing}"

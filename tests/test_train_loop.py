@@ -167,6 +167,17 @@ def test_resume_is_exact(tmp_path):
     assert provenance["wall_time_minutes"] == pytest.approx(seconds[-1] / 60, abs=0.01)
 
 
+def test_provenance_records_the_precision_auto_resolved_to(tmp_path, monkeypatch):
+    from comit import devices
+
+    for has_units, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(devices, "cpu_has_bf16_units", lambda flags=None, has_units=has_units: has_units)
+        out = tmp_path / expected
+        run("tiny", out, overrides=FAST + ["max_steps=1", "loop.precision=auto", "loop.device=cpu"])
+        assert json.loads((out / "model" / "provenance.json").read_text())["precision"] == expected
+        assert f"| precision | {expected} |" in (out / "model" / "README.md").read_text()
+
+
 def test_conveyor_resume_is_exact_and_refuses_another_world_size(tmp_path):
     """The conveyor's belt (images and messages in flight) is part of the checkpoint: resuming
     mid-sequence continues bit for bit."""

@@ -31,7 +31,7 @@ DEFAULT_LICENSE = "apache-2.0"
 # Provenance fields shown in the card's training table, in this order, with their labels.
 PROVENANCE_ROWS = (("command", "command"), ("steps", "optimiser steps"), ("images_seen", "training images seen"),
                    ("data", "data"), ("wall_time_minutes", "wall time (minutes)"), ("machine", "hardware"),
-                   ("date", "date"), ("weights", "weights"))
+                   ("precision", "precision"), ("date", "date"), ("weights", "weights"))
 
 
 def model_card(config: ModelConfig, provenance: Mapping[str, Any] | None = None,

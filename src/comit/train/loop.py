@@ -435,6 +435,8 @@ class Trainer:
                 "images_seen": cfg.loop.max_steps * cfg.optim.batch_size, "data": cfg.data.dataset,
                 "wall_time_minutes": round(self.train_seconds() / 60, 2),
                 "machine": f"{self.process.world_size} x {describe_device(self.process.device)}, torch {torch.__version__}",
+                # `auto` resolved: the same config trains in bf16 on one CPU and fp32 on another.
+                "precision": self.precision(),
                 "date": time.strftime("%Y-%m-%d", time.gmtime()), "weights": "EMA"}
 
 

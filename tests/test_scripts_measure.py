@@ -18,9 +18,15 @@ def test_profile_train_step_groups_the_whole_step():
 
 
 def test_photo_fit_separates_shapes_from_photographs(tmp_path):
-    subprocess.run([sys.executable, str(SCRIPTS / "photo_fit.py"), str(tmp_path)], capture_output=True, check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "photo_fit.py"), str(tmp_path), "--val", "8"], capture_output=True,
+                   check=True)
     results = json.loads((tmp_path / "results.json").read_text())
     threshold = results["threshold_db"]
     assert all(value >= threshold for value in results["samples"].values())
     below = [value < threshold for value in results["photographs"].values()]
     assert sum(below) >= len(below) - 1 and (tmp_path / "results.md").is_file()
+    # The control: shapes val images are scored too, and the autoencoder alone tells them from photographs.
+    assert results["val"]["images"] == 8 and "False alarms on shapes" in (tmp_path / "results.md").read_text()
+    trips = results["round_trip"]
+    assert min(trips["samples"].values()) > max(value for name, value in trips["photographs"].items()
+                                                  if name != "hubble_deep_field.png")
